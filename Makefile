@@ -1,0 +1,46 @@
+# Heritage Voice Kiosk: set-up, tests and demos.
+# `make test` and `make demo` work on a fresh machine: they create .venv/ on
+# first use (reused afterwards) and install everything the project needs.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+SHARED ?= ../shared
+APT_PACKAGES := alsa-utils
+
+.PHONY: all venv apt test lint compat demo clean
+
+all: test
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: apt $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest -q
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+compat: venv
+	$(VENV)/bin/kiosk compat-check $(SHARED)/compat
+
+demo: venv
+	$(VENV)/bin/kiosk demo --out out/demo
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache *.egg-info
