@@ -1,0 +1,1 @@
+"""The kiosk appliance: the `kiosk` command and, later, the daemon."""

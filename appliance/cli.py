@@ -1,0 +1,112 @@
+"""The `kiosk` command: one entry point, one subcommand per job.
+
+Errors a technician can fix (a wrong file, a missing folder) are printed as
+one clear line and exit with status 2; they never end in a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+log = logging.getLogger("kiosk")
+
+
+def _compat_check(args: argparse.Namespace) -> int:
+    from engines.compat.check import KINDS, compat_check
+
+    kinds = args.only.split(",") if args.only else list(KINDS)
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        raise UsageError(f"--only: unknown kind(s) {unknown}; choose from {', '.join(KINDS)}")
+    return 0 if compat_check(Path(args.folder), kinds) else 1
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from engines.checkpoint_reader import (
+        checkpoint_kind,
+        load_gpt_checkpoint,
+        load_sovits_checkpoint,
+        read_container,
+    )
+
+    for name in args.files:
+        obj, _ = read_container(name)
+        kind = checkpoint_kind(obj["weight"])
+        if kind is None:
+            raise UsageError(f"{name}: neither a GPT nor a SoVITS model of GPT-SoVITS")
+        loader = load_gpt_checkpoint if kind == "gpt" else load_sovits_checkpoint
+        ckpt = loader(name)
+        params = sum(t.numel() for t in ckpt.state_dict.values())
+        print(
+            f"{name}: {kind.upper()} {ckpt.version}, {len(ckpt.state_dict)} tensors, "
+            f"{params / 1e6:.2f} M values, info {ckpt.info or '(none)'}"
+        )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from appliance.demo import run_demo
+
+    paths = run_demo(Path(args.out), seed=args.seed)
+    print("\n".join(str(p) for p in paths))
+    return 0
+
+
+class UsageError(Exception):
+    """A mistake in what the user asked for; printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kiosk", description="Heritage Voice Kiosk: voices of elders, cloned with GPT-SoVITS."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debugging detail")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    check = sub.add_parser(
+        "compat-check",
+        help="check the engine against a folder of reference golden data",
+        description="Rebuild the formula-weight models of a golden folder, run every case and "
+        "print one line per case; exit 0 only when every case matches.",
+    )
+    check.add_argument("folder", metavar="DIR", help="golden folder (e.g. ../shared/compat)")
+    check.add_argument(
+        "--only", metavar="KINDS", help="comma-separated kinds to run: weights,gpt,sovits,text"
+    )
+    check.set_defaults(func=_compat_check)
+
+    inspect = sub.add_parser("inspect", help="tell what a GPT .ckpt / SoVITS .pth file is")
+    inspect.add_argument("files", nargs="+", metavar="FILE")
+    inspect.set_defaults(func=_inspect)
+
+    demo = sub.add_parser("demo", help="synthesise a few sentences with the demo voice")
+    demo.add_argument("--out", default="out/demo", help="folder for the voice and WAV files")
+    demo.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same audio)")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from engines.checkpoint_reader import CheckpointError
+    from engines.compat.golden_set import GoldenSetError
+
+    try:
+        return int(args.func(args))
+    except (UsageError, CheckpointError, GoldenSetError) as exc:
+        print(f"kiosk {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

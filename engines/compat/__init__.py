@@ -1,0 +1,1 @@
+"""Compatibility check against golden data produced by the reference GPT-SoVITS code."""
