@@ -1,0 +1,1 @@
+"""Model runtime: official file loading, GPT-SoVITS models, synthesis, compatibility check."""

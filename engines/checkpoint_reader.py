@@ -84,7 +84,9 @@ def read_container(path: str | Path) -> tuple[dict[str, Any], str | None]:
     """Unpickle an official file safely; return it and the version its header names."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such file. Check the path on the voice pack or USB stick.")
+        raise CheckpointError(
+            f"{path}: no such file. Check the path on the voice pack or USB stick."
+        )
     data = path.read_bytes()
     if len(data) < 4:
         raise CheckpointError(f"{path}: the file is empty or truncated ({len(data)} bytes).")
@@ -94,7 +96,8 @@ def read_container(path: str | Path) -> tuple[dict[str, Any], str | None]:
         if head not in HEADER_MARKS:
             raise CheckpointError(
                 f"{path}: not a GPT-SoVITS checkpoint (it starts with {head!r}, expected a torch "
-                "zip archive). Bring the .ckpt/.pth files exactly as the GPT-SoVITS trainer wrote them."
+                "zip archive). Bring the .ckpt/.pth files exactly as the GPT-SoVITS trainer "
+                "wrote them."
             )
         header_version = HEADER_MARKS[head]
         data = ZIP_MAGIC + data[2:]
@@ -103,13 +106,13 @@ def read_container(path: str | Path) -> tuple[dict[str, Any], str | None]:
             obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
-            f"{path}: holds Python objects that cannot be loaded safely ({_first_line(exc)}). "
+            f"{path}: holds Python objects that cannot be loaded safely ({describe_error(exc)}). "
             "Re-export the model with the official GPT-SoVITS tools."
         ) from exc
     except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError) as exc:
         raise CheckpointError(
             f"{path}: cannot be read as a torch checkpoint; it is probably truncated or damaged "
-            f"({_first_line(exc)}). Copy the file again from the original."
+            f"({describe_error(exc)}). Copy the file again from the original."
         ) from exc
     if not isinstance(obj, dict) or not isinstance(obj.get("weight"), dict):
         raise CheckpointError(
@@ -149,11 +152,18 @@ def load_gpt_checkpoint(path: str | Path, dtype: torch.dtype = torch.float32) ->
         )
     state = {k.removeprefix("model."): v.to(dtype) for k, v in weights.items()}
     info = obj.get("info")
-    return GPTCheckpoint(path, _GPT_ROWS_TO_VERSION[rows], state, plain_config(obj.get("config")),
-                         info if isinstance(info, str) else None)
+    return GPTCheckpoint(
+        path,
+        _GPT_ROWS_TO_VERSION[rows],
+        state,
+        plain_config(obj.get("config")),
+        info if isinstance(info, str) else None,
+    )
 
 
-def load_sovits_checkpoint(path: str | Path, dtype: torch.dtype = torch.float32) -> SoVITSCheckpoint:
+def load_sovits_checkpoint(
+    path: str | Path, dtype: torch.dtype = torch.float32
+) -> SoVITSCheckpoint:
     """Load an official SoVITS `.pth` (weights converted to `dtype`, `enc_q.*` dropped)."""
     path = Path(path)
     obj, header_version = read_container(path)
@@ -174,8 +184,13 @@ def load_sovits_checkpoint(path: str | Path, dtype: torch.dtype = torch.float32)
         )
     state = {k: v.to(dtype) for k, v in weights.items() if "enc_q" not in k}
     info = obj.get("info")
-    return SoVITSCheckpoint(path, version, state, plain_config(obj.get("config")),
-                            info if isinstance(info, str) else None)
+    return SoVITSCheckpoint(
+        path,
+        version,
+        state,
+        plain_config(obj.get("config")),
+        info if isinstance(info, str) else None,
+    )
 
 
 def sovits_version_from_weights(path: Path, weights: dict[str, torch.Tensor]) -> str:
@@ -215,6 +230,7 @@ def _wrong_kind(path: Path, expected: str, found: str | None) -> str:
     )
 
 
-def _first_line(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """The first line of an exception message, short enough for a log line."""
     text = str(exc).strip().splitlines()
     return text[0][:200] if text else type(exc).__name__

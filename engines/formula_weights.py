@@ -61,8 +61,6 @@ def formula_array(key: str, shape: Iterable[int], seed: int) -> np.ndarray:
     return v.astype(np.float32)
 
 
-def formula_state_dict(
-    shapes: Mapping[str, Iterable[int]], seed: int
-) -> dict[str, torch.Tensor]:
+def formula_state_dict(shapes: Mapping[str, Iterable[int]], seed: int) -> dict[str, torch.Tensor]:
     """A float32 state dict with a formula value for every `key -> shape`."""
     return {k: torch.from_numpy(formula_array(k, s, seed)) for k, s in shapes.items()}

@@ -34,6 +34,8 @@ def plain_config(config: Any) -> dict[str, Any]:
     if isinstance(config, OfficialHParams):
         return config.to_dict()
     if isinstance(config, dict):
-        return {k: plain_config(v) if isinstance(v, (dict, OfficialHParams)) else v
-                for k, v in config.items()}
+        return {
+            k: plain_config(v) if isinstance(v, (dict, OfficialHParams)) else v
+            for k, v in config.items()
+        }
     return {}

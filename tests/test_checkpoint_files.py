@@ -83,8 +83,9 @@ def test_writer_matches_official_container_layout(samples: dict, name: str, tmp_
     if name.startswith("gpt"):
         save_gpt_checkpoint(ours, weights, obj["config"], obj["info"])
     else:
-        save_sovits_checkpoint(ours, weights, obj["config"].to_dict(),
-                               name.removeprefix("sovits_"), obj["info"])
+        save_sovits_checkpoint(
+            ours, weights, obj["config"].to_dict(), name.removeprefix("sovits_"), obj["info"]
+        )
     assert ours.read_bytes()[:2] == official.read_bytes()[:2]
     assert _pickle_globals(ours) == set(samples[name]["pickle_globals"])
     again, _ = read_container(ours)

@@ -1,0 +1,105 @@
+"""`kiosk demo` / `make demo`: the whole synthesis path on the demo voice, into WAV files.
+
+Until the daemon and the text frontend exist, the demo's "sentences" are fixed
+seeded phone sequences: every stage after the text frontend (official file
+loading, GPT decoding with sampling, SoVITS decoding, WAV writing, playback)
+runs for real at full model size.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from engines.formula_weights import named_rng
+from engines.gpt.sampling import SamplingParams
+from engines.sovits.spectrogram import reference_spectrogram
+from engines.synthesis import SynthesisOptions, VoicePrompt, synthesize_segments
+from engines.voice_models import load_voice_models
+from engines.wav_io import SAMPLE_RATE, read_wav, write_wav
+from provisioning.demo_voice import UNTRAINED_NOTICE, write_demo_voice
+
+log = logging.getLogger(__name__)
+
+#: Phone counts of the demo "sentences" (a short, a medium and a longer one).
+SENTENCE_PHONES = (14, 24, 36)
+#: About the pace of real speech (~12 phones/s at 25 tokens/s), with room to spare.
+DEMO_TOKENS_PER_PHONE = 3
+# Phone ids 100..321 are Mandarin finals/initials and ARPAbet in both symbol tables.
+_PHONE_RANGE = (100, 322)
+
+
+def _seeded_phones(seed: int, name: str, count: int) -> torch.Tensor:
+    rng = named_rng(seed, name)
+    return torch.from_numpy(rng.integers(*_PHONE_RANGE, count)).long()
+
+
+def run_demo(out: Path, seed: int = 0) -> list[Path]:
+    """Write the demo voice (once), synthesise the sentences, play them if possible."""
+    voice_files = write_demo_voice(out / "voice")
+    start = time.perf_counter()
+    voice = load_voice_models(voice_files.gpt, voice_files.sovits)
+    log.info(
+        "demo voice loaded in %.1f s (GPT %s, SoVITS %s). %s",
+        time.perf_counter() - start,
+        voice.gpt_version,
+        voice.sovits_version,
+        UNTRAINED_NOTICE,
+    )
+    clip, rate = read_wav(voice_files.reference)
+    if rate != SAMPLE_RATE:
+        raise ValueError(f"{voice_files.reference}: expected {SAMPLE_RATE} Hz, got {rate}")
+    ref_phones = _seeded_phones(seed, "demo.reference.phones", 20)
+    prompt = VoicePrompt(
+        phone_ids=ref_phones,
+        bert=torch.zeros(1024, ref_phones.numel()),
+        semantic_tokens=torch.from_numpy(
+            named_rng(seed, "demo.reference.tokens").integers(0, 1024, 100)
+        ).long(),
+        timbre=voice.sovits.timbre(reference_spectrogram(torch.from_numpy(clip.mean(0))[None])),
+    )
+    # The untrained demo model never says EOS: cap it near the length of real speech.
+    options = SynthesisOptions(
+        sampling=SamplingParams(), seed=seed, max_tokens_per_phone=DEMO_TOKENS_PER_PHONE
+    )
+    written = []
+    for i, count in enumerate(SENTENCE_PHONES, start=1):
+        phones = _seeded_phones(seed, f"demo.sentence.{i}", count)
+        start = time.perf_counter()
+        audio = synthesize_segments(voice, prompt, [(phones, torch.zeros(1024, count))], options)
+        took = time.perf_counter() - start
+        path = write_wav(out / f"demo-{i}.wav", audio)
+        seconds = audio.size / SAMPLE_RATE
+        log.info(
+            "sentence %d: %d phones -> %.2f s of audio in %.2f s (RTF %.2f): %s",
+            i,
+            count,
+            seconds,
+            took,
+            took / max(seconds, 1e-9),
+            path,
+        )
+        written.append(path)
+    play_files(written)
+    return written
+
+
+def play_files(paths: list[Path]) -> None:
+    """Play through ALSA when a sound card and `aplay` exist; otherwise just say where."""
+    cards = Path("/proc/asound/cards")
+    has_card = cards.is_file() and "no soundcards" not in cards.read_text()
+    player = shutil.which("aplay")
+    if not (has_card and player):
+        log.info("no sound card here: the WAV files are in %s", paths[0].parent if paths else "-")
+        return
+    for path in paths:
+        result = subprocess.run(
+            [player, "-q", str(path)], check=False, capture_output=True, text=True, timeout=120
+        )
+        if result.returncode:
+            log.warning("could not play %s: %s", path, result.stderr.strip())

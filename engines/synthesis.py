@@ -1,0 +1,119 @@
+"""Phones in, audio out: the GPT stage, then the SoVITS decoder, for one voice.
+
+This is the "synthesize" step of the data flow.  It takes what the reference
+clip contributes (a `VoicePrompt`) and the target phones of each text segment,
+and returns 32 kHz float audio.  The text frontend and the reference-clip
+analysis produce the inputs; the runtimes of later issues replace the models
+behind the same calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from engines.gpt.decoding import MAX_DECODE_STEPS, generate
+from engines.gpt.sampling import SamplingParams
+from engines.sovits.synthesizer import Timbre
+from engines.voice_models import VoiceModels
+
+#: The reference appends 0.3 s of silence after every synthesised fragment.
+PAUSE_SAMPLES = 9600
+
+
+@dataclass(frozen=True)
+class VoicePrompt:
+    """What the reference clip contributes to every utterance of a voice."""
+
+    phone_ids: torch.Tensor  # [N] int64, phones of the reference transcript
+    bert: torch.Tensor  # [1024, N] BERT features of the transcript (zeros if not zh)
+    semantic_tokens: torch.Tensor  # [P] int64, the clip as 25 Hz semantic tokens
+    timbre: Timbre  # from the clip's spectrogram (and speaker embedding for Pro)
+
+    def __post_init__(self) -> None:
+        if self.bert.shape != (1024, self.phone_ids.shape[0]):
+            raise ValueError(
+                f"prompt BERT features must be [1024, {self.phone_ids.shape[0]}], "
+                f"got {tuple(self.bert.shape)}"
+            )
+
+
+@dataclass(frozen=True)
+class SynthesisOptions:
+    """The knobs of one utterance; defaults follow the reference app."""
+
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    speed: float = 1.0
+    noise_scale: float = 0.5
+    seed: int = 0
+    #: Optional guard against a model that never says EOS: at most this many
+    #: semantic tokens (25 per second) per target phone.  None: the reference's
+    #: own caps only (max_sec and 1500 tokens).
+    max_tokens_per_phone: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_tokens_per_phone is not None and self.max_tokens_per_phone < 1:
+            raise ValueError("max_tokens_per_phone must be at least 1")
+        if not 0.25 <= self.speed <= 4.0:
+            raise ValueError(f"speed must be between 0.25 and 4, got {self.speed}")
+        if not 0.0 <= self.noise_scale <= 2.0:
+            raise ValueError(f"noise_scale must be between 0 and 2, got {self.noise_scale}")
+
+
+@torch.inference_mode()
+def synthesize_phones(
+    voice: VoiceModels,
+    prompt: VoicePrompt,
+    phone_ids: torch.Tensor,
+    bert: torch.Tensor,
+    options: SynthesisOptions,
+    generator: torch.Generator,
+) -> np.ndarray:
+    """One segment: target phones `[M]` and BERT `[1024, M]` to float32 audio."""
+    if phone_ids.ndim != 1 or phone_ids.numel() == 0:
+        raise ValueError("a segment needs at least one phone")
+    all_phones = torch.cat([prompt.phone_ids, phone_ids])
+    all_bert = torch.cat([prompt.bert, bert.to(prompt.bert.dtype)], dim=1)
+    limit = MAX_DECODE_STEPS
+    if options.max_tokens_per_phone is not None:
+        limit = min(limit, options.max_tokens_per_phone * phone_ids.numel())
+    decoded = generate(
+        voice.gpt,
+        all_phones,
+        all_bert,
+        prompt.semantic_tokens,
+        options.sampling,
+        generator,
+        max_new_tokens=limit,
+        early_stop_num=voice.gpt.config.early_stop_num,
+    )
+    if decoded.tokens.numel() == 0:
+        return np.zeros(0, dtype=np.float32)
+    audio = voice.sovits.decode(
+        decoded.tokens.view(1, 1, -1),
+        phone_ids.view(1, -1),
+        prompt.timbre,
+        speed=options.speed,
+        noise_scale=options.noise_scale,
+        generator=generator,
+    )
+    return audio[0, 0].float().cpu().numpy()
+
+
+def synthesize_segments(
+    voice: VoiceModels,
+    prompt: VoicePrompt,
+    segments: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    options: SynthesisOptions,
+) -> np.ndarray:
+    """Several segments, each followed by the reference's 0.3 s pause; seeded once."""
+    generator = torch.Generator().manual_seed(options.seed)
+    pause = np.zeros(PAUSE_SAMPLES, dtype=np.float32)
+    pieces: list[np.ndarray] = []
+    for phone_ids, bert in segments:
+        pieces.append(synthesize_phones(voice, prompt, phone_ids, bert, options, generator))
+        pieces.append(pause)
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
