@@ -1,0 +1,1 @@
+"""Text frontend: text in, phone ids (and word-to-phone counts for BERT) out."""
