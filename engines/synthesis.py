@@ -9,7 +9,7 @@ behind the same calls.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,8 +53,12 @@ class SynthesisOptions:
     #: semantic tokens (25 per second) per target phone.  None: the reference's
     #: own caps only (max_sec and 1500 tokens).
     max_tokens_per_phone: int | None = None
+    #: Optional hard cap on the semantic tokens of one segment (bounds latency).
+    max_new_tokens: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be at least 1")
         if self.max_tokens_per_phone is not None and self.max_tokens_per_phone < 1:
             raise ValueError("max_tokens_per_phone must be at least 1")
         if not 0.25 <= self.speed <= 4.0:
@@ -80,6 +84,8 @@ def synthesize_phones(
     limit = MAX_DECODE_STEPS
     if options.max_tokens_per_phone is not None:
         limit = min(limit, options.max_tokens_per_phone * phone_ids.numel())
+    if options.max_new_tokens is not None:
+        limit = min(limit, options.max_new_tokens)
     decoded = generate(
         voice.gpt,
         all_phones,
@@ -103,17 +109,30 @@ def synthesize_phones(
     return audio[0, 0].float().cpu().numpy()
 
 
+def iter_segment_audio(
+    voice: VoiceModels,
+    prompt: VoicePrompt,
+    segments: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    options: SynthesisOptions,
+) -> Iterator[np.ndarray]:
+    """Audio of each segment followed by the reference's 0.3 s pause, one at a time.
+
+    One generator seeded once serves the whole text, so the same seed gives
+    the same audio; yielding per segment keeps memory flat for long texts.
+    """
+    generator = torch.Generator().manual_seed(options.seed)
+    pause = np.zeros(PAUSE_SAMPLES, dtype=np.float32)
+    for phone_ids, bert in segments:
+        audio = synthesize_phones(voice, prompt, phone_ids, bert, options, generator)
+        yield np.concatenate([audio, pause])
+
+
 def synthesize_segments(
     voice: VoiceModels,
     prompt: VoicePrompt,
     segments: Sequence[tuple[torch.Tensor, torch.Tensor]],
     options: SynthesisOptions,
 ) -> np.ndarray:
-    """Several segments, each followed by the reference's 0.3 s pause; seeded once."""
-    generator = torch.Generator().manual_seed(options.seed)
-    pause = np.zeros(PAUSE_SAMPLES, dtype=np.float32)
-    pieces: list[np.ndarray] = []
-    for phone_ids, bert in segments:
-        pieces.append(synthesize_phones(voice, prompt, phone_ids, bert, options, generator))
-        pieces.append(pause)
+    """Several segments, each followed by the reference's 0.3 s pause, as one array."""
+    pieces = list(iter_segment_audio(voice, prompt, segments, options))
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)

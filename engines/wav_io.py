@@ -23,16 +23,40 @@ def float_to_pcm16(audio: np.ndarray) -> np.ndarray:
 
 def write_wav(path: str | Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
     """Write mono float audio as a 16-bit WAV; the file appears complete or not at all."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    with wave.open(str(tmp), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(sample_rate)
-        out.writeframes(float_to_pcm16(audio).tobytes())
-    tmp.replace(path)
-    return path
+    with WavStreamWriter(path, sample_rate) as out:
+        out.write(audio)
+    return Path(path)
+
+
+class WavStreamWriter:
+    """Append audio to a 16-bit WAV as it is produced; the file appears only when closed."""
+
+    def __init__(self, path: str | Path, sample_rate: int = SAMPLE_RATE) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(f".{self.path.name}.part")
+        self._out = wave.open(str(self._tmp), "wb")
+        self._out.setnchannels(1)
+        self._out.setsampwidth(2)
+        self._out.setframerate(sample_rate)
+        self.samples = 0
+
+    def write(self, audio: np.ndarray) -> None:
+        self._out.writeframes(float_to_pcm16(audio).tobytes())
+        self.samples += int(np.asarray(audio).size)
+
+    def close(self, keep: bool = True) -> None:
+        self._out.close()
+        if keep:
+            self._tmp.replace(self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> WavStreamWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.close(keep=exc_type is None)
 
 
 def read_wav(path: str | Path) -> tuple[np.ndarray, int]:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .kv_cache import KVCache
 from .model import Text2SemanticModel
+from .runtime import GPTRuntime, as_runtime
 from .sampling import SamplingParams, sample_next
 
 MAX_DECODE_STEPS = 1500
@@ -42,7 +42,7 @@ def _as_batch(x: torch.Tensor, ndim: int, name: str) -> torch.Tensor:
 
 @torch.inference_mode()
 def generate(
-    model: Text2SemanticModel,
+    model: Text2SemanticModel | GPTRuntime,
     phone_ids: torch.Tensor,
     bert: torch.Tensor,
     prompt_tokens: torch.Tensor,
@@ -62,13 +62,13 @@ def generate(
     apps pass `config.early_stop_num`); `None` disables it.  `on_token` sees each
     kept token as soon as it is final.
     """
-    config = model.config
+    runtime = as_runtime(model)
+    config = runtime.config
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if early_stop_num is not None and early_stop_num < 0:
         raise ValueError(f"early_stop_num must be >= 0 or None, got {early_stop_num}")
-    device = model.ar_predict_layer.weight.device
-    dtype = model.ar_predict_layer.weight.dtype
+    device, dtype = runtime.device, runtime.dtype
     phone_ids = _as_batch(phone_ids, 2, "phone_ids").to(device=device, dtype=torch.long)
     bert = _as_batch(bert, 3, "bert").to(device=device, dtype=dtype)
     prompt_tokens = _as_batch(prompt_tokens, 2, "prompt_tokens").to(device=device, dtype=torch.long)
@@ -87,28 +87,25 @@ def generate(
     if num_prompt + max_steps > config.max_positions or prefix_len > config.max_positions:
         raise ValueError("input too long for the positional table")
     # The last generated token is never fed back, hence `max_steps - 1` decode slots.
-    cache = KVCache.allocate(config, 1, prefix_len + max_steps - 1, dtype=dtype, device=device)
+    session = runtime.session(prefix_len + max_steps - 1)
 
     # History buffer for the repetition penalty: prompt, then generated tokens.
     history = torch.empty(1, num_prompt + max_steps, dtype=torch.long, device=device)
     history[:, :num_prompt] = prompt_tokens
-    # Step inputs live in fixed tensors updated in place (what graph replay needs).
-    token_in = torch.zeros(1, 1, dtype=torch.long, device=device)
-    position = torch.zeros(1, dtype=torch.long, device=device)
-    cache_len = torch.zeros(1, dtype=torch.long, device=device)
 
-    hidden = model.prefill_hidden(phone_ids, bert, prompt_tokens, cache)
+    logits = session.prefill(phone_ids, bert, prompt_tokens)
     generated: list[int] = []
     logits_log: list[torch.Tensor] = []
     hidden_log: list[torch.Tensor] = []
     stopped_by_eos = False
     steps = 0
     for step in range(max_steps):
-        logits = model.logits(hidden)
         steps += 1
         if keep_diagnostics:
             logits_log.append(logits[0].float().cpu())
-            hidden_log.append(hidden[0].float().cpu())
+            hidden = getattr(session, "last_hidden", None)
+            if hidden is not None:
+                hidden_log.append(hidden[0].float().cpu())
         choice = sample_next(
             logits, history[:, : num_prompt + step], step, params, generator, config.eos_id
         )
@@ -122,15 +119,12 @@ def generate(
         if step == max_steps - 1:
             break  # length cap (early_stop_num or the hard cap): keep the token
         history[0, num_prompt + step] = token
-        token_in.fill_(token)
-        position.fill_(num_prompt + step)
-        cache_len.fill_(prefix_len + step)
-        hidden = model.decode_hidden(token_in, position, cache, cache_len)
+        logits = session.step(token, num_prompt + step, prefix_len + step)
 
     return DecodeResult(
         tokens=torch.tensor(generated, dtype=torch.long),
         stopped_by_eos=stopped_by_eos,
         steps=steps,
         logits=torch.stack(logits_log) if keep_diagnostics else None,
-        hidden=torch.stack(hidden_log) if keep_diagnostics else None,
+        hidden=torch.stack(hidden_log) if keep_diagnostics and hidden_log else None,
     )

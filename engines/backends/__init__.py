@@ -1,0 +1,1 @@
+"""Runtimes for a voice's networks, behind one interface (see `base.py`)."""

@@ -1,0 +1,43 @@
+"""Pretrained helper models of GPT-SoVITS, loaded offline through transformers.
+
+- BertFeaturizer: per-phone BERT features of Mandarin text (chinese-roberta-wwm-ext-large).
+- HubertEncoder / prompt_tokens: semantic prompt tokens of the reference clip
+  (chinese-hubert-base + the SoVITS model's quantizer).
+- load_audio: WAV reading and soxr HQ resampling as the reference's librosa does it.
+"""
+
+from .audio_loading import load_audio, read_wav_float, resample
+from .bert import BERT_SPEC, BertFeaturizer
+from .errors import AudioFileError, FeatureModelError, ReferenceClipError, TextFeatureError
+from .hubert import (
+    HUBERT_SPEC,
+    MAX_PROMPT_SAMPLES,
+    MIN_PROMPT_SAMPLES,
+    PROMPT_PAD_SAMPLES,
+    PROMPT_SAMPLE_RATE,
+    HubertEncoder,
+    load_prompt_audio,
+    prepare_prompt_audio,
+    prompt_tokens,
+)
+
+__all__ = [
+    "BERT_SPEC",
+    "HUBERT_SPEC",
+    "MAX_PROMPT_SAMPLES",
+    "MIN_PROMPT_SAMPLES",
+    "PROMPT_PAD_SAMPLES",
+    "PROMPT_SAMPLE_RATE",
+    "AudioFileError",
+    "BertFeaturizer",
+    "FeatureModelError",
+    "HubertEncoder",
+    "ReferenceClipError",
+    "TextFeatureError",
+    "load_audio",
+    "load_prompt_audio",
+    "prepare_prompt_audio",
+    "prompt_tokens",
+    "read_wav_float",
+    "resample",
+]
