@@ -35,7 +35,7 @@ class WavStreamWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = self.path.with_name(f".{self.path.name}.part")
-        self._out = wave.open(str(self._tmp), "wb")
+        self._out = wave.open(str(self._tmp), "wb")  # noqa: SIM115 - closed in close()
         self._out.setnchannels(1)
         self._out.setsampwidth(2)
         self._out.setframerate(sample_rate)
