@@ -18,6 +18,7 @@ import torch
 from engines.gpt.decoding import MAX_DECODE_STEPS, generate
 from engines.gpt.sampling import SamplingParams
 from engines.sovits.synthesizer import Timbre
+from engines.streaming import StreamSettings, stream_tokens_to_audio
 from engines.voice_models import VoiceModels
 
 #: The reference appends 0.3 s of silence after every synthesised fragment.
@@ -67,6 +68,15 @@ class SynthesisOptions:
             raise ValueError(f"noise_scale must be between 0 and 2, got {self.noise_scale}")
 
 
+def _token_limit(options: SynthesisOptions, phones: int) -> int:
+    limit = MAX_DECODE_STEPS
+    if options.max_tokens_per_phone is not None:
+        limit = min(limit, options.max_tokens_per_phone * phones)
+    if options.max_new_tokens is not None:
+        limit = min(limit, options.max_new_tokens)
+    return limit
+
+
 @torch.inference_mode()
 def synthesize_phones(
     voice: VoiceModels,
@@ -81,11 +91,7 @@ def synthesize_phones(
         raise ValueError("a segment needs at least one phone")
     all_phones = torch.cat([prompt.phone_ids, phone_ids])
     all_bert = torch.cat([prompt.bert, bert.to(prompt.bert.dtype)], dim=1)
-    limit = MAX_DECODE_STEPS
-    if options.max_tokens_per_phone is not None:
-        limit = min(limit, options.max_tokens_per_phone * phone_ids.numel())
-    if options.max_new_tokens is not None:
-        limit = min(limit, options.max_new_tokens)
+    limit = _token_limit(options, phone_ids.numel())
     decoded = generate(
         voice.gpt,
         all_phones,
@@ -109,22 +115,60 @@ def synthesize_phones(
     return audio[0, 0].float().cpu().numpy()
 
 
+def stream_phones(
+    voice: VoiceModels,
+    prompt: VoicePrompt,
+    phone_ids: torch.Tensor,
+    bert: torch.Tensor,
+    options: SynthesisOptions,
+    generator: torch.Generator,
+    settings: StreamSettings,
+) -> Iterator[np.ndarray]:
+    """One segment as audio chunks that start after the first few tokens."""
+    if phone_ids.ndim != 1 or phone_ids.numel() == 0:
+        raise ValueError("a segment needs at least one phone")
+    if options.speed != 1.0:  # the stretch moves every frame as tokens arrive
+        yield synthesize_phones(voice, prompt, phone_ids, bert, options, generator)
+        return
+    yield from stream_tokens_to_audio(
+        voice.gpt,
+        voice.sovits,
+        torch.cat([prompt.phone_ids, phone_ids]),
+        torch.cat([prompt.bert, bert.to(prompt.bert.dtype)], dim=1),
+        prompt.semantic_tokens,
+        phone_ids,
+        prompt.timbre,
+        options.sampling,
+        generator,
+        options.noise_scale,
+        max_new_tokens=_token_limit(options, phone_ids.numel()),
+        early_stop_num=voice.gpt.config.early_stop_num,
+        settings=settings,
+    )
+
+
 def iter_segment_audio(
     voice: VoiceModels,
     prompt: VoicePrompt,
     segments: Iterable[tuple[torch.Tensor, torch.Tensor]],
     options: SynthesisOptions,
+    stream: StreamSettings | None = None,
 ) -> Iterator[np.ndarray]:
-    """Audio of each segment followed by the reference's 0.3 s pause, one at a time.
+    """Audio of each segment, then the reference's 0.3 s pause, one piece at a time.
 
     One generator seeded once serves the whole text, so the same seed gives
-    the same audio; yielding per segment keeps memory flat for long texts.
+    the same audio; yielding piece by piece keeps memory flat for long texts.
+    With `stream`, each segment comes as several chunks, the first after
+    `stream.first_chunk_tokens` tokens.
     """
     generator = torch.Generator().manual_seed(options.seed)
     pause = np.zeros(PAUSE_SAMPLES, dtype=np.float32)
     for phone_ids, bert in segments:
-        audio = synthesize_phones(voice, prompt, phone_ids, bert, options, generator)
-        yield np.concatenate([audio, pause])
+        if stream is None:
+            yield synthesize_phones(voice, prompt, phone_ids, bert, options, generator)
+        else:
+            yield from stream_phones(voice, prompt, phone_ids, bert, options, generator, stream)
+        yield pause
 
 
 def synthesize_segments(

@@ -17,3 +17,33 @@ def compat_dir() -> Path:
     if not (COMPAT / "keys_shapes.json").is_file():
         pytest.skip("golden data ../shared/compat is not present beside the checkout")
     return COMPAT
+
+
+@pytest.fixture(scope="session")
+def demo_voice_files(tmp_path_factory: pytest.TempPathFactory):
+    """The demo voice's official-format files, written once per test session."""
+    from provisioning.demo_voice import write_demo_voice
+
+    return write_demo_voice(tmp_path_factory.mktemp("demo-voice"))
+
+
+@pytest.fixture(scope="session")
+def demo_voice(demo_voice_files):
+    """(VoiceModels, VoicePrompt) of the demo voice, with seeded prompt phones and tokens."""
+    import torch
+
+    from engines.sovits.spectrogram import reference_spectrogram
+    from engines.synthesis import VoicePrompt
+    from engines.voice_models import load_voice_models
+    from engines.wav_io import read_wav
+
+    models = load_voice_models(demo_voice_files.gpt, demo_voice_files.sovits)
+    clip, _ = read_wav(demo_voice_files.reference)
+    timbre = models.sovits.timbre(reference_spectrogram(torch.from_numpy(clip.mean(0))[None]))
+    prompt = VoicePrompt(
+        phone_ids=torch.arange(100, 110),
+        bert=torch.zeros(1024, 10),
+        semantic_tokens=torch.arange(0, 1000, 37),
+        timbre=timbre,
+    )
+    return models, prompt

@@ -8,27 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from engines.sovits.spectrogram import reference_spectrogram
 from engines.synthesis import PAUSE_SAMPLES, SynthesisOptions, VoicePrompt, synthesize_segments
-from engines.voice_models import VoiceModels, load_voice_models
-from engines.wav_io import SAMPLE_RATE, float_to_pcm16, read_wav, write_wav
-from provisioning.demo_voice import write_demo_voice
+from engines.voice_models import VoiceModels
+from engines.wav_io import float_to_pcm16, read_wav, write_wav
 
 
 @pytest.fixture(scope="module")
-def voice(tmp_path_factory: pytest.TempPathFactory) -> tuple[VoiceModels, VoicePrompt]:
-    files = write_demo_voice(tmp_path_factory.mktemp("demo"))
-    models = load_voice_models(files.gpt, files.sovits)
-    clip, rate = read_wav(files.reference)
-    assert rate == SAMPLE_RATE
-    timbre = models.sovits.timbre(reference_spectrogram(torch.from_numpy(clip.mean(0))[None]))
-    prompt = VoicePrompt(
-        phone_ids=torch.arange(100, 110),
-        bert=torch.zeros(1024, 10),
-        semantic_tokens=torch.arange(0, 1000, 37),
-        timbre=timbre,
-    )
-    return models, prompt
+def voice(demo_voice):
+    return demo_voice
 
 
 def _say(voice: tuple[VoiceModels, VoicePrompt], seed: int, phones: int = 6) -> np.ndarray:
