@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 SHARED ?= ../shared
 APT_PACKAGES := alsa-utils
 
-.PHONY: all venv apt test lint compat demo clean
+.PHONY: all venv apt test lint compat demo bench clean
 
 all: test
 
@@ -41,6 +41,9 @@ compat: venv
 
 demo: venv
 	$(VENV)/bin/kiosk demo --out out/demo
+
+bench: venv
+	$(VENV)/bin/kiosk bench --json out/bench.json
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache *.egg-info

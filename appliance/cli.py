@@ -56,6 +56,19 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(args: argparse.Namespace) -> int:
+    from appliance.say import run
+
+    print(run(args))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from appliance.bench import run
+
+    return run(args)
+
+
 class UsageError(Exception):
     """A mistake in what the user asked for; printed without a traceback."""
 
@@ -83,11 +96,54 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("files", nargs="+", metavar="FILE")
     inspect.set_defaults(func=_inspect)
 
+    say = sub.add_parser(
+        "say",
+        help="synthesise text with a voice's official files into a WAV",
+        description="Load a voice (official GPT .ckpt + SoVITS .pth), analyse its reference "
+        "clip and speak the text into a 32 kHz mono WAV.",
+    )
+    from appliance.say import add_arguments
+
+    add_arguments(say)
+    say.set_defaults(func=_say)
+
+    bench = sub.add_parser(
+        "bench",
+        help="time every available backend against torch eager",
+        description="Full-size GPT v2 + SoVITS v2/v2ProPlus with formula weights, fixed "
+        "workloads, each backend in its own process; prints a table of medians and speed-ups.",
+    )
+    from appliance.bench import add_arguments as add_bench_arguments
+
+    add_bench_arguments(bench)
+    bench.set_defaults(func=_bench)
+
     demo = sub.add_parser("demo", help="synthesise a few sentences with the demo voice")
     demo.add_argument("--out", default="out/demo", help="folder for the voice and WAV files")
     demo.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same audio)")
     demo.set_defaults(func=_demo)
     return parser
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors caused by what the user gave (files, text, options): one line, exit 2."""
+    from engines.checkpoint_reader import CheckpointError
+    from engines.compat.golden_set import GoldenSetError
+    from engines.features import FeatureModelError, ReferenceClipError
+    from engines.speaker import SpeakerModelError
+    from engines.text.frontend import TextFrontendError
+    from engines.text.lexicon import LexiconError
+
+    return (
+        CheckpointError,
+        GoldenSetError,
+        FeatureModelError,
+        ReferenceClipError,
+        SpeakerModelError,
+        TextFrontendError,
+        LexiconError,
+        OSError,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,12 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from engines.checkpoint_reader import CheckpointError
-    from engines.compat.golden_set import GoldenSetError
-
     try:
         return int(args.func(args))
-    except (UsageError, CheckpointError, GoldenSetError) as exc:
+    except (UsageError, *_user_errors()) as exc:
         print(f"kiosk {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -140,6 +140,7 @@ def stream_tokens_to_audio(
     max_new_tokens: int = MAX_DECODE_STEPS,
     early_stop_num: int | None = None,
     settings: StreamSettings | None = None,
+    min_new_tokens: int = 0,
 ) -> Iterator[np.ndarray]:
     """Run the GPT loop in a worker thread and yield audio chunks as tokens arrive."""
     settings = settings or StreamSettings()
@@ -157,6 +158,7 @@ def stream_tokens_to_audio(
                 max_new_tokens=max_new_tokens,
                 early_stop_num=early_stop_num,
                 on_token=tokens.put,
+                min_new_tokens=min_new_tokens,
             )
             tokens.put(None)
         except BaseException as exc:

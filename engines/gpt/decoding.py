@@ -15,7 +15,7 @@ import torch
 
 from .model import Text2SemanticModel
 from .runtime import GPTRuntime, as_runtime
-from .sampling import SamplingParams, sample_next
+from .sampling import EOS_SUPPRESSED_STEPS, SamplingParams, sample_next
 
 MAX_DECODE_STEPS = 1500
 
@@ -53,6 +53,7 @@ def generate(
     on_token: Callable[[int], None] | None = None,
     *,
     keep_diagnostics: bool = False,
+    min_new_tokens: int = 0,
 ) -> DecodeResult:
     """Generate semantic tokens for `phone_ids` (`[N]`/`[1,N]`) in the voice of `prompt_tokens`.
 
@@ -60,7 +61,8 @@ def generate(
     `generator` feeds the sampling noise and must live on the model's device.
     `early_stop_num`: stop once more than this many tokens exist (the reference
     apps pass `config.early_stop_num`); `None` disables it.  `on_token` sees each
-    kept token as soon as it is final.
+    kept token as soon as it is final.  `min_new_tokens` keeps EOS out for
+    that many steps (at least the reference's 11), for fixed-length benchmarks.
     """
     runtime = as_runtime(model)
     config = runtime.config
@@ -107,7 +109,8 @@ def generate(
             if hidden is not None:
                 hidden_log.append(hidden[0].float().cpu())
         choice = sample_next(
-            logits, history[:, : num_prompt + step], step, params, generator, config.eos_id
+            logits, history[:, : num_prompt + step], step, params, generator, config.eos_id,
+            suppress_eos=step < max(EOS_SUPPRESSED_STEPS, min_new_tokens),
         )
         token = int(choice.token[0, 0])
         if bool(choice.argmax_is_eos[0]) or token == config.eos_id:

@@ -101,6 +101,8 @@ def sample_next(
     params: SamplingParams,
     generator: torch.Generator | None,
     eos_id: int,
+    *,
+    suppress_eos: bool | None = None,
 ) -> SampleResult:
     """Choose the token of decoding step `step` from raw logits `[B, V]`.
 
@@ -111,7 +113,9 @@ def sample_next(
         raise ValueError("EOS must be the last logit column")
     work = logits.float()
     # (1) no EOS before step 11: drop the column, indices of the rest are unchanged.
-    work = work[:, :-1].clone() if step < EOS_SUPPRESSED_STEPS else work.clone()
+    if suppress_eos is None:
+        suppress_eos = step < EOS_SUPPRESSED_STEPS
+    work = work[:, :-1].clone() if suppress_eos else work.clone()
     # (2) repetition penalty; its output is also what the stop test looks at.
     penalised = apply_repetition_penalty(work, previous_tokens, params.repetition_penalty)
     argmax_is_eos = penalised.argmax(dim=-1) == eos_id
