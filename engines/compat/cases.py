@@ -275,7 +275,7 @@ def _check_decode(
 
 
 def text_cases(path: Path) -> Iterator[Case]:
-    """Text-frontend sentences: the frontend is not part of the engine yet."""
+    """Text-frontend sentences: normalised text, phones, word2ph and ids, per symbol version."""
     try:
         cases = json.loads(path.read_text(encoding="utf-8"))["cases"]
     except (OSError, ValueError, KeyError) as exc:
@@ -284,5 +284,75 @@ def text_cases(path: Path) -> Iterator[Case]:
         yield Case(
             f"text {case.get('id', '?')} ({case.get('kind', '?')})",
             "text",
-            lambda: Verdict(False, "not implemented yet: the text frontend"),
+            functools.partial(_check_text_case, case),
         )
+
+
+def _check_text_case(case: dict[str, Any]) -> Verdict:
+    from engines.text.frontend import TextFrontend
+
+    text, kind = case["text"], case["kind"]
+    checks: list[Verdict] = []
+    for version in ("v1", "v2"):
+        frontend = TextFrontend(version)
+        if kind in ("zh", "en") and case.get(version):
+            result = frontend.g2p(text, kind)
+            checks.append(
+                _same_text_result(
+                    version,
+                    result.norm_text,
+                    result.phones,
+                    result.word2ph,
+                    frontend,
+                    case[version],
+                )
+            )
+    if kind == "mixed_zh":
+        frontend = TextFrontend("v2")
+        if "v2_clean_text_zh" in case:
+            result = frontend.g2p(text, "zh")
+            checks.append(
+                _same_text_result(
+                    "clean_text",
+                    result.norm_text,
+                    result.phones,
+                    result.word2ph,
+                    frontend,
+                    case["v2_clean_text_zh"],
+                )
+            )
+        if "v2_webui_zh" in case:
+            want = case["v2_webui_zh"]
+            segment = frontend.phones(text, "zh")
+            checks.append(
+                combine(
+                    equal("webui norm_text", segment.norm_text, want["norm_text"]),
+                    equal("webui phones", segment.phones, want["phones"]),
+                    equal("webui ids", segment.phone_ids, want["phone_ids"]),
+                )
+            )
+    if not checks:
+        return Verdict(False, f"no expected results for kind {kind!r}")
+    return combine(*checks)
+
+
+def _same_text_result(
+    label: str,
+    norm_text: str,
+    phones: list[str],
+    word2ph: list[int] | None,
+    frontend: Any,
+    want: dict[str, Any],
+) -> Verdict:
+    from engines.text.symbols import phones_to_ids
+
+    return combine(
+        equal(f"{label} norm_text", norm_text, want["norm_text"]),
+        equal(f"{label} phones", phones, want["phones"]),
+        equal(
+            f"{label} word2ph",
+            word2ph if word2ph is not None else "null",
+            want["word2ph"] if want.get("word2ph") is not None else "null",
+        ),
+        equal(f"{label} ids", phones_to_ids(phones, frontend.symbols_version), want["phone_ids"]),
+    )
