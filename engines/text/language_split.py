@@ -15,6 +15,8 @@ import unicodedata
 from dataclasses import dataclass
 
 _SENTENCE_ENDS = frozenset(",.!?，。！？")
+#: Language modes: "zh" Mandarin with English words, "en" all English, "auto" detect.
+LANGUAGE_MODES = ("zh", "en", "auto")
 
 
 @dataclass
@@ -101,6 +103,6 @@ def split_for_mode(text: str, mode: str) -> list[LangRun]:
     """Runs for a language mode: "en" keeps the whole text English; "zh"/"auto" mix."""
     if mode == "en":
         return [LangRun("en", text)] if text else []
-    if mode not in ("zh", "auto"):
+    if mode not in LANGUAGE_MODES:
         raise ValueError(f"unknown language {mode!r}; use zh, en or auto")
     return split_languages(text)
