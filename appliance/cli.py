@@ -125,27 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-    """Errors caused by what the user gave (files, text, options): one line, exit 2."""
-    from engines.checkpoint_reader import CheckpointError
-    from engines.compat.golden_set import GoldenSetError
-    from engines.features import FeatureModelError, ReferenceClipError
-    from engines.speaker import SpeakerModelError
-    from engines.text.frontend import TextFrontendError
-    from engines.text.lexicon import LexiconError
-
-    return (
-        CheckpointError,
-        GoldenSetError,
-        FeatureModelError,
-        ReferenceClipError,
-        SpeakerModelError,
-        TextFrontendError,
-        LexiconError,
-        OSError,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -154,7 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (UsageError, *_user_errors()) as exc:
+    except (UsageError, ValueError, OSError) as exc:
+        # Every "bad input" error of the project is a ValueError subclass that says
+        # what to fix (bad files, text, options); -v shows where it came from.
+        log.debug("details", exc_info=True)
         print(f"kiosk {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
