@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -16,24 +17,28 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str]
     return code, capsys.readouterr().out.strip().splitlines()
 
 
-def test_every_model_case_of_the_shared_set_matches(
+def test_every_case_of_the_shared_set_matches(
     compat_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, lines = _run(capsys, str(compat_dir), "--only", "weights,gpt,sovits")
+    code, lines = _run(capsys, str(compat_dir))
     failed = [line for line in lines[:-1] if not line.startswith("ok ")]
     assert failed == []
-    # 6 weight sets, 4 GPT files x 5 cases, 4 SoVITS files x 5 cases.
-    assert lines[-1] == "compat: 46/46 cases match"
+    # 6 weight sets, 4 GPT files x 5 cases, 4 SoVITS files x 5 cases, 40 sentences.
+    assert lines[-1] == "compat: 86/86 cases match"
     assert code == 0
 
 
-def test_text_cases_count_as_not_matching_until_implemented(
-    compat_dir: Path, capsys: pytest.CaptureFixture[str]
+def test_a_changed_text_golden_is_caught(
+    compat_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, lines = _run(capsys, str(compat_dir), "--only", "text")
+    golden = json.loads((compat_dir / "text_frontend.json").read_text(encoding="utf-8"))
+    golden["cases"] = golden["cases"][:3]
+    golden["cases"][1]["v2"]["phones"][0] = "zh"
+    (tmp_path / "text_frontend.json").write_text(json.dumps(golden), encoding="utf-8")
+    code, lines = _run(capsys, str(tmp_path), "--only", "text")
     assert code == 1
-    assert lines[-1] == "compat: 0/40 cases match"
-    assert all(line.startswith("FAIL text ") for line in lines[:-1])
+    assert lines[-1] == "compat: 2/3 cases match"
+    assert lines[1].startswith("FAIL text pub_01") and "v2 phones: 1 of" in lines[1]
 
 
 def test_another_folder_with_the_same_layout(

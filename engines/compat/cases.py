@@ -41,6 +41,8 @@ from engines.formula_weights import formula_array
 from engines.gpt.decoding import generate
 from engines.gpt.sampling import SamplingParams
 from engines.sovits.spectrogram import reference_spectrogram
+from engines.text.frontend import TextFrontend
+from engines.text.symbols import phones_to_ids
 
 _AUDIO_KEY = re.compile(r"^audio_speed(\d+)(?:_(\d+))?$")
 
@@ -289,8 +291,6 @@ def text_cases(path: Path) -> Iterator[Case]:
 
 
 def _check_text_case(case: dict[str, Any]) -> Verdict:
-    from engines.text.frontend import TextFrontend
-
     text, kind = case["text"], case["kind"]
     checks: list[Verdict] = []
     for version in ("v1", "v2"):
@@ -341,11 +341,9 @@ def _same_text_result(
     norm_text: str,
     phones: list[str],
     word2ph: list[int] | None,
-    frontend: Any,
+    frontend: TextFrontend,
     want: dict[str, Any],
 ) -> Verdict:
-    from engines.text.symbols import phones_to_ids
-
     return combine(
         equal(f"{label} norm_text", norm_text, want["norm_text"]),
         equal(f"{label} phones", phones, want["phones"]),
