@@ -68,5 +68,10 @@ class TorchEagerBackend:
         return True, "always available (reference implementation)"
 
     def load(self, voice: VoiceModels) -> VoiceRuntime:
-        return VoiceRuntime(TorchRuntime(voice.gpt), voice.sovits, self.name,
-                            voice.gpt_version, voice.sovits_version)
+        return VoiceRuntime(
+            TorchRuntime(voice.gpt),
+            voice.sovits,
+            self.name,
+            voice.gpt_version,
+            voice.sovits_version,
+        )

@@ -1,0 +1,412 @@
+"""ONNX Runtime backend: the exported graphs on the CUDA EP when present, else the CPU.
+
+Graphs come from a folder written by `kiosk_build.export_onnx`.  A folder that
+is missing, stale (other weights, older format) or damaged (truncated file,
+foreign graph) is rebuilt from the loaded models instead of crashing the
+kiosk: export is slow (about a minute per voice) but always possible.
+
+GPT decoding keeps the KV cache in two preallocated torch tensors bound to the
+decode graph by pointer (IO binding): a step passes the caches without any
+copy, the graph returns just the new key/value rows, and the host writes those
+rows into the cache slot (48 KB).  Logits and the rows land in preallocated
+output buffers too, so a step allocates nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engines.backends.base import VoiceRuntime
+from engines.gpt.config import GPTConfig
+from engines.onnx_graphs.sovits import prior_frames, stretch_content
+from engines.sovits.synthesizer import Timbre
+from engines.voice_models import VoiceModels
+
+log = logging.getLogger(__name__)
+
+CPU_EP = "CPUExecutionProvider"
+CUDA_EP = "CUDAExecutionProvider"
+#: Where graphs exported on demand are kept, one sub-folder per model pair.
+DEFAULT_CACHE = Path(os.environ.get("KIOSK_ONNX_CACHE", Path.home() / ".cache/kiosk/onnx"))
+
+
+def physical_cores() -> int:
+    """Physical cores available (hyper-threads do not help these GEMV-bound graphs)."""
+    try:
+        cores = set()
+        block: dict[str, str] = {}
+        for line in [*Path("/proc/cpuinfo").read_text().splitlines(), ""]:
+            if ":" in line:
+                key, value = (part.strip() for part in line.split(":", 1))
+                block[key] = value
+            elif block:
+                cores.add((block.get("physical id"), block.get("core id"), block.get("processor")
+                           if "core id" not in block else None))  # fmt: skip
+                block = {}
+        usable = len(os.sched_getaffinity(0))
+        return max(1, min(len(cores), usable)) if cores else max(1, usable)
+    except (OSError, AttributeError):
+        return max(1, os.cpu_count() or 1)
+
+
+def _ort() -> Any:
+    import onnxruntime
+
+    return onnxruntime
+
+
+def session_options(intra_op_threads: int | None = None) -> Any:
+    """Sequential execution, full graph optimisation, `intra_op_threads` (default: cores)."""
+    ort = _ort()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = intra_op_threads or physical_cores()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # warnings about unused initialisers are noise here
+    return options
+
+
+def choose_providers(preferred: Sequence[str] | None = None) -> list[str]:
+    """CUDA EP first when this onnxruntime build has it, CPU always last."""
+    available = _ort().get_available_providers()
+    wanted = list(preferred) if preferred is not None else [CUDA_EP, CPU_EP]
+    chosen = [p for p in wanted if p in available]
+    return chosen if CPU_EP in chosen else [*chosen, CPU_EP]
+
+
+class GraphMismatchError(RuntimeError):
+    """A graph file loads but is not the graph we expect (foreign or outdated)."""
+
+
+def open_session(
+    path: Path,
+    expected_io: tuple[Sequence[str], Sequence[str]],
+    providers: Sequence[str],
+    intra_op_threads: int | None,
+) -> Any:
+    """An `InferenceSession` for `path`, after checking its IO names."""
+    ort = _ort()
+    session = ort.InferenceSession(
+        str(path), sess_options=session_options(intra_op_threads), providers=list(providers)
+    )
+    got = (
+        tuple(i.name for i in session.get_inputs()),
+        tuple(o.name for o in session.get_outputs()),
+    )
+    if got != (tuple(expected_io[0]), tuple(expected_io[1])):
+        raise GraphMismatchError(f"{path.name}: IO {got} is not the expected {expected_io}")
+    return session
+
+
+def _np(t: torch.Tensor, dtype: Any) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=dtype)
+
+
+# =============================================================================== GPT
+class OrtDecoderSession:
+    """One utterance on ONNX Runtime: static KV cache of `max_len` slots, IO-bound."""
+
+    def __init__(self, runtime: OrtGPTRuntime, max_len: int) -> None:
+        cfg = runtime.config
+        self.runtime = runtime
+        self.max_len = max_len
+        device = runtime.cache_device
+        shape = (cfg.num_layers, 1, cfg.num_heads, max_len, cfg.head_dim)
+        self.k_cache = torch.zeros(shape, dtype=torch.float32, device=device)
+        self.v_cache = torch.zeros(shape, dtype=torch.float32, device=device)
+        row = (cfg.num_layers, 1, cfg.num_heads, 1, cfg.head_dim)
+        self._new_k = torch.empty(row, dtype=torch.float32, device=device)
+        self._new_v = torch.empty(row, dtype=torch.float32, device=device)
+        self._logits = torch.empty(1, cfg.vocab_size, dtype=torch.float32, device=device)
+        self._token = torch.zeros(1, 1, dtype=torch.int64)
+        self._position = torch.zeros(1, dtype=torch.int64)
+        self._slot = torch.zeros(1, dtype=torch.int64)
+        self._binding = self._bind()
+
+    def _bind(self) -> Any:
+        """Bind every decode input/output once; steps only update the three scalars."""
+        binding = self.runtime.decode.io_binding()
+
+        def bind(kind: str, name: str, tensor: torch.Tensor) -> None:
+            dev = "cuda" if tensor.is_cuda else "cpu"
+            index = tensor.device.index or 0
+            dtype = np.int64 if tensor.dtype == torch.int64 else np.float32
+            method = binding.bind_input if kind == "in" else binding.bind_output
+            method(name, dev, index, dtype, list(tensor.shape), tensor.data_ptr())
+
+        bind("in", "token", self._token)
+        bind("in", "position", self._position)
+        bind("in", "slot", self._slot)
+        bind("in", "k_cache", self.k_cache)
+        bind("in", "v_cache", self.v_cache)
+        bind("out", "logits", self._logits)
+        bind("out", "new_k", self._new_k)
+        bind("out", "new_v", self._new_v)
+        return binding
+
+    def prefill(
+        self, phone_ids: torch.Tensor, bert: torch.Tensor, prompt_tokens: torch.Tensor
+    ) -> torch.Tensor:
+        """Run the prefill graph and copy its keys/values into slots `0..N+P-1` (once)."""
+        total = phone_ids.shape[1] + prompt_tokens.shape[1]
+        if total > self.max_len:
+            raise ValueError(f"prefix of {total} positions does not fit max_len {self.max_len}")
+        logits, keys, values = self.runtime.prefill.run(
+            None,
+            {
+                "phone_ids": _np(phone_ids, np.int64),
+                "bert": _np(bert, np.float32),
+                "prompt": _np(prompt_tokens, np.int64),
+            },
+        )
+        self.k_cache[:, :, :, :total] = torch.from_numpy(keys).to(self.k_cache.device)
+        self.v_cache[:, :, :, :total] = torch.from_numpy(values).to(self.v_cache.device)
+        return torch.from_numpy(logits)
+
+    def step(self, token: int, position: int, slot: int) -> torch.Tensor:
+        """Feed `token`; afterwards its key/value rows sit in cache slot `slot`."""
+        if not 0 <= slot < self.max_len:
+            raise ValueError(f"slot {slot} outside the cache (max_len {self.max_len})")
+        self._token.fill_(token)
+        self._position.fill_(position)
+        self._slot.fill_(slot)
+        self.runtime.decode.run_with_iobinding(self._binding)
+        self.k_cache[:, :, :, slot] = self._new_k[:, :, :, 0]
+        self.v_cache[:, :, :, slot] = self._new_v[:, :, :, 0]
+        # The output buffer is reused by the next step; the caller may keep this one.
+        return self._logits.cpu().clone()
+
+
+class OrtGPTRuntime:
+    """`GPTRuntime` over the prefill and decode graphs of one voice."""
+
+    def __init__(
+        self,
+        prefill_path: Path,
+        decode_path: Path,
+        config: GPTConfig,
+        *,
+        providers: Sequence[str] | None = None,
+        intra_op_threads: int | None = None,
+        static_max_len: int | None = None,
+    ) -> None:
+        from kiosk_build.export_onnx import GRAPH_IO
+
+        self.config = config
+        self.providers = choose_providers(providers)
+        self.prefill = open_session(
+            prefill_path, GRAPH_IO["gpt_prefill"], self.providers, intra_op_threads
+        )
+        self.decode = open_session(
+            decode_path, GRAPH_IO["gpt_decode"], self.providers, intra_op_threads
+        )
+        self.static_max_len = static_max_len
+        # Logits go back to the host loop; the cache stays wherever the EP runs.
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+        on_gpu = self.providers[0] == CUDA_EP and torch.cuda.is_available()
+        self.cache_device = torch.device("cuda") if on_gpu else torch.device("cpu")
+
+    def session(self, max_len: int) -> OrtDecoderSession:
+        if self.static_max_len is not None:
+            if max_len > self.static_max_len:
+                raise ValueError(
+                    f"needs {max_len} cache slots; the decode graph was exported with "
+                    f"max_len {self.static_max_len}"
+                )
+            max_len = self.static_max_len
+        return OrtDecoderSession(self, max_len)
+
+
+# =============================================================================== SoVITS
+class OrtSoVITSRuntime:
+    """`SoVITSRuntime` over the encoder and flow+vocoder graphs.
+
+    Speed is applied between the graphs with eager's own `stretch_frames`.  The
+    prior noise is drawn on the host from the caller's generator with the same
+    call eager torch makes (`randn` of the prior's shape), and not at all for
+    noise_scale 0 (eager does not draw then either), so both backends consume
+    the generator identically and agree to float tolerance for any seed.
+    """
+
+    def __init__(
+        self,
+        encoder_path: Path,
+        flow_vocoder_path: Path,
+        *,
+        providers: Sequence[str] | None = None,
+        intra_op_threads: int | None = None,
+    ) -> None:
+        from kiosk_build.export_onnx import GRAPH_IO
+
+        self.providers = choose_providers(providers)
+        self.encoder = open_session(
+            encoder_path, GRAPH_IO["sovits_encoder"], self.providers, intra_op_threads
+        )
+        self.flow_vocoder = open_session(
+            flow_vocoder_path, GRAPH_IO["sovits_flow_vocoder"], self.providers, intra_op_threads
+        )
+        #: Channels of the prior latent (the noise input), read from the graph.
+        self.noise_channels = int(self.flow_vocoder.get_inputs()[1].shape[1])
+
+    def content(self, codes: torch.Tensor, text_ids: torch.Tensor, ge_text: torch.Tensor) -> Any:
+        """Encoder output `[1, 192, 2T]` at speed 1 (numpy)."""
+        (content,) = self.encoder.run(
+            None,
+            {
+                "codes": _np(codes, np.int64),
+                "text_ids": _np(text_ids, np.int64),
+                "ge_text": _np(ge_text, np.float32),
+            },
+        )
+        return content
+
+    def decode(
+        self,
+        codes: torch.Tensor,
+        text_ids: torch.Tensor,
+        timbre: Timbre,
+        speed: float = 1.0,
+        noise_scale: float = 0.5,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        content = self.content(codes, text_ids, timbre.ge_text)
+        if speed != 1:
+            content = stretch_content(torch.from_numpy(content), speed).numpy()
+        frames = content.shape[-1]
+        assert frames == prior_frames(codes.shape[-1], speed)
+        shape = (1, self.noise_channels, frames)
+        if noise_scale == 0:
+            noise = np.zeros(shape, dtype=np.float32)
+        else:
+            noise = torch.randn(shape, generator=generator, dtype=torch.float32).numpy()
+        (audio,) = self.flow_vocoder.run(
+            None,
+            {
+                "content": np.ascontiguousarray(content, dtype=np.float32),
+                "noise": noise,
+                "noise_scale": np.array([noise_scale], dtype=np.float32),
+                "ge": _np(timbre.ge, np.float32),
+            },
+        )
+        return torch.from_numpy(audio)
+
+
+# =============================================================================== backend
+def cache_key(sources: Mapping[str, Mapping[str, str]]) -> str:
+    """Folder name for an export: versions plus a digest of both source hashes."""
+    digest = hashlib.sha256(
+        f"{sources['gpt']['sha256']}|{sources['sovits']['sha256']}".encode()
+    ).hexdigest()[:16]
+    return f"{sources['gpt']['version']}-{sources['sovits']['version']}-{digest}"
+
+
+class OnnxRuntimeBackend:
+    """Runs voices through ONNX Runtime; exports (and caches) their graphs on demand."""
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        cache_dir: str | Path | None = None,
+        *,
+        intra_op_threads: int | None = None,
+        providers: Sequence[str] | None = None,
+        max_len: int | None = None,
+    ) -> None:
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
+        self.intra_op_threads = intra_op_threads
+        self.preferred_providers = providers
+        self.max_len = max_len
+
+    def availability(self) -> tuple[bool, str]:
+        try:
+            ort = _ort()
+        except ImportError as exc:
+            return False, f"onnxruntime is not installed ({exc})"
+        providers = ort.get_available_providers()
+        chosen = choose_providers(self.preferred_providers)
+        return True, (
+            f"onnxruntime {ort.__version__}; providers {', '.join(providers)}; using {chosen[0]}"
+        )
+
+    def folder_for(self, sources: Mapping[str, Mapping[str, str]]) -> Path:
+        return self.cache_dir / cache_key(sources)
+
+    def prepare(
+        self, voice: VoiceModels, sources: Mapping[str, Mapping[str, str]] | None = None
+    ) -> Path:
+        """A verified export folder for `voice`; missing or damaged graphs are re-exported."""
+        from kiosk_build.export_onnx import export_voice, stale_families, voice_sources
+
+        sources = sources or voice_sources(voice)
+        folder = self.folder_for(sources)
+        stale = stale_families(folder, sources)
+        if stale:
+            log.warning("ONNX graphs (%s) in %s missing or unusable; exporting",
+                        ", ".join(sorted(stale)), folder)  # fmt: skip
+            export_voice(voice, folder, sources=sources, max_len=self.max_len, families=stale)
+        return folder
+
+    def open_gpt(self, folder: Path, voice: VoiceModels) -> OrtGPTRuntime:
+        """ORT sessions of the GPT graphs (raises if a graph is unusable)."""
+        from kiosk_build.export_onnx import GRAPH_FILES, read_manifest
+
+        manifest = read_manifest(folder) or {}
+        return OrtGPTRuntime(
+            folder / GRAPH_FILES["gpt_prefill"],
+            folder / GRAPH_FILES["gpt_decode"],
+            voice.gpt.config,
+            static_max_len=manifest.get("max_len"),
+            providers=self.preferred_providers,
+            intra_op_threads=self.intra_op_threads,
+        )
+
+    def open_sovits(self, folder: Path) -> OrtSoVITSRuntime:
+        """ORT sessions of the SoVITS graphs (raises if a graph is unusable)."""
+        from kiosk_build.export_onnx import GRAPH_FILES
+
+        return OrtSoVITSRuntime(
+            folder / GRAPH_FILES["sovits_encoder"],
+            folder / GRAPH_FILES["sovits_flow_vocoder"],
+            providers=self.preferred_providers,
+            intra_op_threads=self.intra_op_threads,
+        )
+
+    def load(
+        self, voice: VoiceModels, sources: Mapping[str, Mapping[str, str]] | None = None
+    ) -> VoiceRuntime:
+        """Prepare `voice`.  `sources` (from `voice_sources(voice, gpt_path, sovits_path)`)
+        keys the cache by the official files' SHA-256 instead of the weights.
+
+        A graph that passes the manifest checks but still fails to load (or has
+        foreign IO names) is re-exported once; a second failure propagates.
+        """
+        from kiosk_build.export_onnx import export_voice, voice_sources
+
+        sources = sources or voice_sources(voice)
+        folder = self.prepare(voice, sources)
+
+        def opened(family: str, make: Callable[[], Any]) -> Any:
+            try:
+                return make()
+            except Exception as exc:  # ORT raises its own exception types for bad graphs
+                log.warning("ONNX %s graphs in %s failed to load (%s); re-exporting",
+                            family, folder, exc)  # fmt: skip
+                export_voice(
+                    voice, folder, sources=sources, max_len=self.max_len, families=(family,)
+                )
+                return make()
+
+        gpt = opened("gpt", lambda: self.open_gpt(folder, voice))
+        sovits = opened("sovits", lambda: self.open_sovits(folder))
+        return VoiceRuntime(gpt, sovits, self.name, voice.gpt_version, voice.sovits_version)

@@ -1,0 +1,269 @@
+"""ONNX export on tiny random models: graph IO, operator allow-list, manifest, and the
+detection + repair of damaged exports.  Full-size parity lives in
+test_onnxruntime_backend.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from kiosk_build import export_onnx
+from kiosk_build.export_onnx import (
+    GRAPH_FILES,
+    MANIFEST,
+    export_bert,
+    export_gpt,
+    export_voice,
+    read_manifest,
+    stale_families,
+    verify_export,
+    voice_sources,
+)
+
+from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
+from engines.gpt.config import GPTConfig
+from engines.gpt.decoding import generate
+from engines.gpt.model import Text2SemanticModel
+from engines.gpt.sampling import SamplingParams
+from engines.onnx_graphs import TENSORRT_OPS, GPTDecodeGraph, graph_ops
+from engines.sovits.config import SoVITSConfig
+from engines.sovits.synthesizer import SoVITSModel
+from engines.voice_models import VoiceModels
+
+TINY_GPT = GPTConfig(
+    phoneme_vocab_size=40, vocab_size=65, eos_id=64, hidden_dim=32, num_heads=4,
+    num_layers=2, ffn_dim=64, bert_dim=16, max_positions=300,
+)  # fmt: skip
+TINY_SOVITS = dataclasses.replace(
+    SoVITSConfig.for_version("v2Pro"), hidden_channels=32, inter_channels=16,
+    filter_channels=32, upsample_initial_channel=32, gin_channels=24, mrte_channels=16,
+    ssl_dim=24, codebook_size=64, n_symbols=40, sv_dim=20,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def voice() -> VoiceModels:
+    torch.manual_seed(0)
+    gpt = Text2SemanticModel(TINY_GPT).eval()
+    sovits = SoVITSModel(TINY_SOVITS).eval()
+    return VoiceModels(gpt, sovits, "v2", "v2Pro")
+
+
+@pytest.fixture(scope="module")
+def exported(voice: VoiceModels, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One complete export (the SoVITS part takes ~45 s: the dynamo exporter's fixed cost)."""
+    folder = tmp_path_factory.mktemp("onnx") / "voice"
+    export_voice(voice, folder)
+    return folder
+
+
+def test_export_is_unchanged_for_the_caller(voice: VoiceModels, exported: Path) -> None:
+    # Weight norm is folded on a copy only.
+    assert any(k.endswith("weight_v") for k in voice.sovits.state_dict())
+    for name, file_name in GRAPH_FILES.items():
+        onnx.checker.check_model(str(exported / file_name))
+        assert not any(
+            "weight_v" in i.name for i in onnx.load(exported / file_name).graph.initializer
+        ), name
+
+
+def test_manifest_records_graphs_io_and_sources(voice: VoiceModels, exported: Path) -> None:
+    manifest = json.loads((exported / MANIFEST).read_text())
+    assert manifest["opset"] == export_onnx.OPSET
+    assert manifest["max_len"] is None
+    assert manifest["sources"] == voice_sources(voice)
+    assert manifest["sources"]["gpt"]["sha256"].startswith("weights:")
+    assert set(manifest["graphs"]) == set(GRAPH_FILES)
+    decode = manifest["graphs"]["gpt_decode"]
+    assert [i["name"] for i in decode["inputs"]] == list(GPTDecodeGraph.input_names)
+    shapes = {i["name"]: i["shape"] for i in decode["inputs"]}
+    assert shapes["token"] == [1, 1] and shapes["slot"] == [1]
+    assert shapes["k_cache"] == [2, 1, 4, "max_len", 8]
+    outs = {o["name"]: o["shape"] for o in decode["outputs"]}
+    assert outs["logits"] == [1, 65] and outs["new_k"] == [2, 1, 4, 1, 8]
+    flow = {i["name"]: i["shape"] for i in manifest["graphs"]["sovits_flow_vocoder"]["inputs"]}
+    assert flow["noise"][:2] == [1, 16] and flow["ge"] == [1, 24, 1]
+    assert verify_export(exported, voice_sources(voice)) == []
+
+
+def test_only_tensorrt_operators(exported: Path) -> None:
+    for file_name in GRAPH_FILES.values():
+        ops = graph_ops(exported / file_name)
+        assert set(ops) <= TENSORRT_OPS, f"{file_name}: {sorted(set(ops) - TENSORRT_OPS)}"
+        assert "Loop" not in ops and "If" not in ops
+
+
+def test_bert_export_tiny(tmp_path: Path) -> None:
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=50, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=64,
+    )  # fmt: skip
+    bert = BertModel(config).eval()
+    info = export_bert(bert, tmp_path / "bert.onnx")  # also checks ORT == torch at 2 lengths
+    assert [i["name"] for i in info.inputs] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert info.outputs[0]["shape"][1:] == ["length", 32]
+    assert set(graph_ops(tmp_path / "bert.onnx")) <= TENSORRT_OPS
+    import onnxruntime as ort
+
+    ids = torch.randint(0, 50, (1, 9))
+    with torch.no_grad():
+        want = bert(ids, output_hidden_states=True).hidden_states[-3]
+    session = ort.InferenceSession(str(tmp_path / "bert.onnx"), providers=["CPUExecutionProvider"])
+    feed = {"input_ids": ids.numpy(), "attention_mask": np.ones((1, 9), np.int64),
+            "token_type_ids": np.zeros((1, 9), np.int64)}  # fmt: skip
+    np.testing.assert_allclose(session.run(None, feed)[0], want.numpy(), atol=1e-5)
+
+
+def test_static_max_len_decode_graph(voice: VoiceModels, tmp_path: Path) -> None:
+    infos = export_gpt(voice.gpt, tmp_path, max_len=24)
+    shapes = {i["name"]: i["shape"] for i in infos["gpt_decode"].inputs}
+    assert shapes["k_cache"] == [2, 1, 4, 24, 8]
+
+
+def test_sampled_decoding_matches_eager(voice: VoiceModels, exported: Path) -> None:
+    """Top-k sampling from one seed: same tokens as eager, so the logits agree closely."""
+    runtime = OnnxRuntimeBackend(exported.parent).open_gpt(exported, voice)
+    gen = torch.Generator().manual_seed(3)
+    phones = torch.randint(0, 40, (11,), generator=gen)
+    bert = torch.randn(16, 11, generator=gen)
+    prompt = torch.randint(0, 64, (6,), generator=gen)
+    params = SamplingParams(top_k=5, top_p=0.9, temperature=0.8, repetition_penalty=1.35)
+    runs = [
+        generate(
+            rt,
+            phones,
+            bert,
+            prompt,
+            params,
+            torch.Generator().manual_seed(7),
+            max_new_tokens=30,
+            keep_diagnostics=True,
+        )
+        for rt in (voice.gpt, runtime)
+    ]
+    assert torch.equal(runs[0].tokens, runs[1].tokens)
+    assert float((runs[0].logits - runs[1].logits).abs().max()) < 1e-4
+    # An empty prompt (P = 0) works as well.
+    empty = torch.zeros(0, dtype=torch.long)
+    a, b = (
+        generate(
+            rt, phones, bert, empty, params, torch.Generator().manual_seed(1), max_new_tokens=5
+        )
+        for rt in (voice.gpt, runtime)
+    )
+    assert torch.equal(a.tokens, b.tokens)
+
+
+# ------------------------------------------------------------------ damaged exports
+@pytest.fixture()
+def cache(exported: Path, voice: VoiceModels, tmp_path: Path) -> tuple[OnnxRuntimeBackend, Path]:
+    """A backend whose cache holds a copy of the good export under the voice's key."""
+    backend = OnnxRuntimeBackend(tmp_path / "cache", intra_op_threads=1)
+    folder = backend.folder_for(voice_sources(voice))
+    shutil.copytree(exported, folder)
+    return backend, folder
+
+
+def _assert_repaired(backend: OnnxRuntimeBackend, voice: VoiceModels, folder: Path) -> None:
+    runtime = backend.load(voice)
+    assert verify_export(folder, voice_sources(voice)) == []
+    session = runtime.gpt.session(16)
+    logits = session.prefill(torch.zeros(1, 3, dtype=torch.long), torch.zeros(1, 16, 3),
+                             torch.zeros(1, 2, dtype=torch.long))  # fmt: skip
+    assert torch.isfinite(logits).all() and logits.shape == (1, 65)
+
+
+def test_truncated_graph_is_reexported(
+    cache: tuple[OnnxRuntimeBackend, Path], voice: VoiceModels
+) -> None:
+    backend, folder = cache
+    path = folder / GRAPH_FILES["gpt_decode"]
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert stale_families(folder, voice_sources(voice)) == {"gpt"}
+    _assert_repaired(backend, voice, folder)
+
+
+def test_wrong_manifest_hash_is_reexported(
+    cache: tuple[OnnxRuntimeBackend, Path], voice: VoiceModels
+) -> None:
+    backend, folder = cache
+    manifest = read_manifest(folder)
+    assert manifest is not None
+    manifest["sources"]["gpt"]["sha256"] = "weights:" + "0" * 64
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    assert stale_families(folder, voice_sources(voice)) == {"gpt"}
+    _assert_repaired(backend, voice, folder)
+
+
+def test_foreign_input_names_are_reexported(
+    cache: tuple[OnnxRuntimeBackend, Path], voice: VoiceModels
+) -> None:
+    """A file whose hash matches its manifest but whose graph has other IO names."""
+    backend, folder = cache
+    path = folder / GRAPH_FILES["gpt_prefill"]
+    model = onnx.load(path)
+    old = model.graph.input[0].name
+    model.graph.input[0].name = "phones"
+    for node in model.graph.node:
+        node.input[:] = ["phones" if i == old else i for i in node.input]
+    onnx.save(model, path)
+    manifest = read_manifest(folder)
+    assert manifest is not None
+    manifest["graphs"]["gpt_prefill"]["sha256"] = export_onnx.file_sha256(path)
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    assert verify_export(folder, voice_sources(voice)) == []  # only the session sees it
+    _assert_repaired(backend, voice, folder)
+
+
+def test_damaged_sovits_graph_reexports_only_sovits(
+    cache: tuple[OnnxRuntimeBackend, Path], voice: VoiceModels, exported: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    backend, folder = cache
+    (folder / GRAPH_FILES["sovits_encoder"]).write_bytes(b"not an onnx file")
+    (folder / MANIFEST).write_text("{ truncated")
+    assert stale_families(folder, voice_sources(voice)) == {"gpt", "sovits"}
+    (folder / MANIFEST).write_text((exported / MANIFEST).read_text())
+    assert stale_families(folder, voice_sources(voice)) == {"sovits"}
+    exported_families = []
+
+    def fast_sovits(model: SoVITSModel, out_dir: Path, **kwargs: object) -> dict:
+        # The real SoVITS export costs ~45 s; re-use the good graphs instead.
+        exported_families.append("sovits")
+        for name in ("sovits_encoder", "sovits_flow_vocoder"):
+            shutil.copy(exported / GRAPH_FILES[name], Path(out_dir) / GRAPH_FILES[name])
+        manifest = read_manifest(exported) or {}
+        return {
+            name: _Info(manifest["graphs"][name])
+            for name in ("sovits_encoder", "sovits_flow_vocoder")
+        }
+
+    monkeypatch.setattr(export_onnx, "export_sovits", fast_sovits)
+    _assert_repaired(backend, voice, folder)
+    assert exported_families == ["sovits"]
+
+
+class _Info:
+    def __init__(self, data: dict) -> None:
+        self._data = data
+
+    def as_json(self) -> dict:
+        return self._data

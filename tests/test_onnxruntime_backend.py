@@ -1,0 +1,223 @@
+"""ONNX Runtime backend against the goldens and torch eager, full-size formula-weight models.
+
+Exports are slow (GPT ~40 s, SoVITS ~50 s per model on 2 cores), so they are kept in
+pytest's cache folder keyed by the weights and the graph code: the first run exports,
+later runs only re-verify the files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from kiosk_build.export_onnx import (
+    GRAPH_FILES,
+    code_fingerprint,
+    export_gpt,
+    export_sovits,
+    file_sha256,
+    weights_sha256,
+)
+
+from engines.backends.onnxruntime_backend import (
+    OnnxRuntimeBackend,
+    OrtGPTRuntime,
+    OrtSoVITSRuntime,
+    physical_cores,
+)
+from engines.compat.golden_set import ModelBank
+from engines.gpt.decoding import generate
+from engines.gpt.runtime import TorchSession
+from engines.gpt.sampling import SamplingParams
+
+COMPAT = Path(__file__).resolve().parents[2] / "shared" / "compat"
+SEED = 1
+GOLDEN_PARAMS = SamplingParams(top_k=1, top_p=1.0, temperature=1.0, repetition_penalty=1.35)
+#: ORT vs torch/golden logits: observed <= 3.1e-6 (same float32 algorithms, other order).
+ATOL_LOGITS = 1e-3
+#: ORT vs golden audio: observed <= 1.5e-6; the README's same-algorithm tolerance.
+ATOL_AUDIO = 1e-4
+
+pytestmark = pytest.mark.skipif(
+    not (COMPAT / "keys_shapes.json").is_file(), reason="golden data ../shared/compat not found"
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def bank() -> ModelBank:
+    return ModelBank()
+
+
+@pytest.fixture(scope="module")
+def export_root(request: pytest.FixtureRequest) -> Path:
+    return Path(request.config.cache.mkdir("onnx-exports"))
+
+
+def _cached(root: Path, family: str, version: str, model: torch.nn.Module, export: Any) -> Path:
+    """Export once per (weights, graph code); a `done` file lists the graphs' hashes."""
+    key = f"{family}-{version}-{weights_sha256(model)[:12]}-{code_fingerprint()[:12]}"
+    folder = root / key
+    done = folder / "done"
+    names = [n for n in GRAPH_FILES if n.startswith(family)]
+    if done.is_file():
+        recorded = dict(line.split(" ", 1) for line in done.read_text().splitlines())
+        if all(file_sha256(folder / GRAPH_FILES[n]) == recorded.get(n) for n in names):
+            return folder
+    export(model, folder)
+    done.write_text("\n".join(f"{n} {file_sha256(folder / GRAPH_FILES[n])}" for n in names))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gpt_runtimes(bank: ModelBank, export_root: Path) -> dict[str, OrtGPTRuntime]:
+    runtimes = {}
+    for version in ("v1", "v2"):
+        model = bank.gpt(version, SEED)
+        folder = _cached(export_root, "gpt", version, model, export_gpt)
+        runtimes[version] = OrtGPTRuntime(
+            folder / GRAPH_FILES["gpt_prefill"],
+            folder / GRAPH_FILES["gpt_decode"],
+            model.config,
+            intra_op_threads=1,
+        )
+    return runtimes
+
+
+@pytest.fixture(scope="module")
+def sovits_runtimes(bank: ModelBank, export_root: Path) -> dict[str, OrtSoVITSRuntime]:
+    runtimes = {}
+    for version in ("v2", "v2ProPlus"):
+        model = bank.sovits(version, SEED)
+        folder = _cached(export_root, "sovits", version, model, export_sovits)
+        runtimes[version] = OrtSoVITSRuntime(
+            folder / GRAPH_FILES["sovits_encoder"],
+            folder / GRAPH_FILES["sovits_flow_vocoder"],
+            intra_op_threads=1,
+        )
+    return runtimes
+
+
+def _golden(name: str) -> dict[str, np.ndarray]:
+    with np.load(COMPAT / name) as data:
+        return {k: data[k] for k in data.files}
+
+
+# ------------------------------------------------------------------------------ GPT
+@pytest.mark.parametrize("case", ["main", "eos"])
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_greedy_tokens_match_goldens(
+    version: str, case: str, gpt_runtimes: dict[str, OrtGPTRuntime]
+) -> None:
+    golden = _golden(f"gpt_{version}{'' if case == 'main' else '_eos'}.npz")
+    result = generate(
+        gpt_runtimes[version],
+        torch.from_numpy(golden["all_phone_ids"]),
+        torch.from_numpy(golden["bert_feature"]),
+        torch.from_numpy(golden["prompt_semantic"]),
+        GOLDEN_PARAMS,
+        torch.Generator().manual_seed(0),
+        early_stop_num=39,
+        keep_diagnostics=True,
+    )
+    np.testing.assert_array_equal(result.tokens.numpy(), golden["tokens"])
+    assert result.stopped_by_eos == bool(golden["stopped_by_eos"])
+    assert result.logits is not None
+    diff = np.abs(result.logits.numpy() - golden["logits_all"]).max()
+    assert diff <= ATOL_LOGITS, f"logits differ from the golden by {diff:.3g}"
+
+
+def test_logits_match_eager_step_by_step(
+    bank: ModelBank, gpt_runtimes: dict[str, OrtGPTRuntime]
+) -> None:
+    """Prefill and decode steps against torch eager, on cache slots far from the prefix."""
+    golden = _golden("gpt_v2.npz")
+    phones = torch.from_numpy(golden["all_phone_ids"])[None]
+    bert = torch.from_numpy(golden["bert_feature"])[None]
+    prompt = torch.from_numpy(golden["prompt_semantic"])[None]
+    eager = TorchSession(bank.gpt("v2", SEED), 120)
+    ort_session = gpt_runtimes["v2"].session(120)
+    with torch.inference_mode():
+        pairs = [(eager.prefill(phones, bert, prompt), ort_session.prefill(phones, bert, prompt))]
+        for step, token in enumerate(golden["tokens"][:6]):
+            position, slot = 40 + step, 90 + step
+            pairs.append(
+                (
+                    eager.step(int(token), position, slot),
+                    ort_session.step(int(token), position, slot),
+                )
+            )
+    for want, got in pairs:
+        assert got.shape == (1, 1025)
+        assert float((want - got).abs().max()) <= ATOL_LOGITS
+
+
+def test_static_cache_is_not_copied(gpt_runtimes: dict[str, OrtGPTRuntime]) -> None:
+    """Steps write one row into the same cache buffers the binding points at."""
+    session = gpt_runtimes["v2"].session(64)
+    pointer = session.k_cache.data_ptr()
+    session.prefill(
+        torch.zeros(1, 4, dtype=torch.long),
+        torch.zeros(1, 1024, 4),
+        torch.zeros(1, 3, dtype=torch.long),
+    )
+    session.step(5, 3, 7)
+    assert session.k_cache.data_ptr() == pointer
+    assert session.k_cache[:, :, :, 7].abs().sum() > 0
+    assert session.k_cache[:, :, :, 8:].abs().sum() == 0
+    with pytest.raises(ValueError, match="slot"):
+        session.step(5, 4, 64)
+
+
+# ------------------------------------------------------------------------------ SoVITS
+@pytest.mark.parametrize("version", ["v2", "v2ProPlus"])
+def test_audio_matches_golden(
+    version: str, bank: ModelBank, sovits_runtimes: dict[str, OrtSoVITSRuntime]
+) -> None:
+    golden = _golden(f"sovits_{version}.npz")
+    model = bank.sovits(version, SEED)
+    sv = torch.from_numpy(golden["sv_emb"]) if "sv_emb" in golden else None
+    with torch.no_grad():
+        timbre = model.timbre(torch.from_numpy(golden["ref_spec"]), sv)
+    codes, text = torch.from_numpy(golden["codes"]), torch.from_numpy(golden["text_ids"])
+    for speed, key in ((1.0, "audio_speed1"), (1.25, "audio_speed1_25")):
+        audio = sovits_runtimes[version].decode(codes, text, timbre, speed, noise_scale=0.0)
+        assert audio.shape == (1, 1, golden[key].shape[0])
+        diff = np.abs(audio[0, 0].numpy() - golden[key]).max()
+        assert diff <= ATOL_AUDIO, f"speed {speed}: audio differs by {diff:.3g}"
+
+
+def test_noise_drawn_like_eager(
+    bank: ModelBank, sovits_runtimes: dict[str, OrtSoVITSRuntime]
+) -> None:
+    """noise_scale > 0: same draws from the same generator, same audio, same RNG state after."""
+    golden = _golden("sovits_v2.npz")
+    model = bank.sovits("v2", SEED)
+    with torch.no_grad():
+        timbre = model.timbre(torch.from_numpy(golden["ref_spec"]))
+        codes = torch.from_numpy(golden["codes"])[..., :12]
+        text = torch.from_numpy(golden["text_ids"])
+        gens = [torch.Generator().manual_seed(11) for _ in range(2)]
+        want = model.decode(codes, text, timbre, 1.1, noise_scale=0.6, generator=gens[0])
+    got = sovits_runtimes["v2"].decode(codes, text, timbre, 1.1, noise_scale=0.6, generator=gens[1])
+    assert float((want - got).abs().max()) <= ATOL_AUDIO
+    assert torch.equal(torch.randn(3, generator=gens[0]), torch.randn(3, generator=gens[1]))
+
+
+# ------------------------------------------------------------------------------ backend
+def test_availability_and_threads() -> None:
+    ok, why = OnnxRuntimeBackend().availability()
+    assert ok and "CPUExecutionProvider" in why
+    assert 1 <= physical_cores() <= (os.cpu_count() or 1)
