@@ -1,0 +1,424 @@
+"""TensorRT runtime: deserialize a voice's engines and run them on torch CUDA tensors.
+
+No pycuda: every binding is a torch tensor on the GPU, addressed with
+`set_tensor_address(name, tensor.data_ptr())`, and every launch is
+`execute_async_v3` on torch's current stream, so the caching allocator, the
+stream order and the host copies stay torch's business.
+
+Graph contract: the names of `engines.onnx_graphs` (written by
+`kiosk_build.export_onnx`):
+
+* `gpt_prefill`: `phone_ids` [1,N], `bert` [1,1024,N], `prompt` [1,P] ->
+  `logits` [1,V], `keys`/`values` [L,1,H,N+P,Dh] (copied into the cache).
+* `gpt_decode`: `token` [1,1], `position` [1], `slot` [1], `k_cache`/`v_cache`
+  [L,1,H,S,Dh] (read only) -> `logits` [1,V], `new_k`/`new_v` [L,1,H,1,Dh],
+  which the host writes at `slot`.  S is the session's cache length (one
+  contiguous cache per utterance; the engine's profile bounds it).
+* `sovits_encoder`: `codes` [1,1,T], `text_ids` [1,N], `ge_text` [1,512,1] ->
+  `content` [1,192,2T]; the speed stretch runs in torch between the graphs.
+* `sovits_flow_vocoder`: `content`, `noise` [1,192,T'], `noise_scale` [1],
+  `ge` [1,gin,1] -> `audio` [1,1,T'*640].
+
+Importing this module never imports TensorRT.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+
+from engines.gpt.config import GPTConfig
+from engines.gpt.model import Text2SemanticModel
+from engines.sovits.synthesizer import Timbre
+from engines.sovits.text_encoder import stretch_frames
+from engines.voice_models import VoiceModels
+
+from .base import SoVITSRuntime, VoiceRuntime
+from .precision import ValidationCase, compare_greedy, default_validation_cases
+from .torch_cuda import TorchSoVITSRuntime, cuda_status
+
+log = logging.getLogger(__name__)
+
+GPT_PREFILL, GPT_DECODE = "gpt_prefill", "gpt_decode"
+SOVITS_ENCODER, SOVITS_FLOW_VOCODER = "sovits_encoder", "sovits_flow_vocoder"
+
+
+def import_tensorrt() -> ModuleType | None:
+    """The `tensorrt` module, or None when the bindings are not installed."""
+    try:
+        import tensorrt
+    except ImportError:
+        return None
+    return tensorrt
+
+
+def torch_dtype(trt: ModuleType, dtype: Any) -> torch.dtype:
+    """torch dtype of a TensorRT tensor type."""
+    table = {
+        trt.DataType.FLOAT: torch.float32,
+        trt.DataType.HALF: torch.float16,
+        trt.DataType.INT32: torch.int32,
+        trt.DataType.INT8: torch.int8,
+        trt.DataType.BOOL: torch.bool,
+    }
+    for name, value in (("INT64", torch.int64), ("BF16", torch.bfloat16), ("UINT8", torch.uint8)):
+        if hasattr(trt.DataType, name):
+            table[getattr(trt.DataType, name)] = value
+    try:
+        return table[dtype]
+    except KeyError:
+        raise TypeError(f"unsupported TensorRT tensor type {dtype}") from None
+
+
+def _current_stream_handle() -> int:
+    return torch.cuda.current_stream().cuda_stream
+
+
+class TRTGraph:
+    """One deserialized engine with its execution context, bound to torch tensors.
+
+    `device` and `stream_handle` exist so the binding logic can be tested with
+    CPU tensors and a fake `trt`; on the kiosk they are "cuda" and torch's
+    current stream.
+    """
+
+    def __init__(
+        self,
+        trt: ModuleType,
+        engine_data: bytes,
+        name: str = "engine",
+        *,
+        device: torch.device | str = "cuda",
+        stream_handle: Callable[[], int] = _current_stream_handle,
+        runtime: Any | None = None,
+    ) -> None:
+        self.trt = trt
+        self.name = name
+        self.device = torch.device(device)
+        self._stream_handle = stream_handle
+        # The runtime must outlive its engines, hence the attribute.
+        self.runtime = runtime or trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = self.runtime.deserialize_cuda_engine(engine_data)
+        if self.engine is None:
+            raise RuntimeError(
+                f"{name}: TensorRT could not deserialize the engine (built for another "
+                "GPU or TensorRT version?); rebuild it"
+            )
+        self.context = self.engine.create_execution_context()
+        self.inputs: dict[str, torch.dtype] = {}
+        self.outputs: dict[str, torch.dtype] = {}
+        for i in range(self.engine.num_io_tensors):
+            tensor = self.engine.get_tensor_name(i)
+            dtype = torch_dtype(trt, self.engine.get_tensor_dtype(tensor))
+            if self.engine.get_tensor_mode(tensor) == trt.TensorIOMode.INPUT:
+                self.inputs[tensor] = dtype
+            else:
+                self.outputs[tensor] = dtype
+
+    def static_shape(self, tensor: str) -> tuple[int, ...]:
+        """Shape the engine declares (-1 for dynamic dimensions)."""
+        return tuple(int(d) for d in self.engine.get_tensor_shape(tensor))
+
+    def run(
+        self, feeds: Mapping[str, torch.Tensor], out: Mapping[str, torch.Tensor] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Bind `feeds` (cast/moved as the engine wants), enqueue, return the outputs.
+
+        Outputs in `out` are written in place (preallocated buffers); the rest
+        are allocated at the shapes TensorRT infers from the input shapes.
+        """
+        missing = set(self.inputs) - set(feeds)
+        if missing:
+            raise KeyError(f"{self.name}: missing inputs {sorted(missing)}")
+        keep = []
+        for tensor, dtype in self.inputs.items():
+            value = feeds[tensor].to(device=self.device, dtype=dtype).contiguous()
+            keep.append(value)
+            if not self.context.set_input_shape(tensor, tuple(value.shape)):
+                raise ValueError(
+                    f"{self.name}: input {tensor} shape {tuple(value.shape)} is outside the "
+                    "engine's optimisation profile"
+                )
+            self.context.set_tensor_address(tensor, value.data_ptr())
+        results = {}
+        for tensor, dtype in self.outputs.items():
+            shape = tuple(int(d) for d in self.context.get_tensor_shape(tensor))
+            given = (out or {}).get(tensor)
+            if given is not None:
+                if tuple(given.shape) != shape or given.dtype != dtype:
+                    raise ValueError(f"{self.name}: buffer for {tensor} must be {shape} {dtype}")
+                buffer = given
+            else:
+                buffer = torch.empty(shape, dtype=dtype, device=self.device)
+            self.context.set_tensor_address(tensor, buffer.data_ptr())
+            results[tensor] = buffer
+        if not self.context.execute_async_v3(self._stream_handle()):
+            raise RuntimeError(f"{self.name}: execute_async_v3 failed")
+        del keep  # torch's allocator orders reuse on the same stream: safe to drop
+        return results
+
+
+# --------------------------------------------------------------------------- GPT
+class TensorRTGPTRuntime:
+    """`GPTRuntime` over a prefill engine and a decode-step engine.
+
+    Host-facing like the torch-CUDA runtime: inputs and logits on the CPU in
+    float32, so sampling uses the reference's CPU generator.
+    """
+
+    def __init__(self, config: GPTConfig, prefill: TRTGraph, decode: TRTGraph) -> None:
+        self.config = config
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+        self.prefill_graph = prefill
+        self.decode_graph = decode
+        self.cache_dtype = decode.inputs["k_cache"]
+
+    def session(self, max_len: int) -> TensorRTSession:
+        return TensorRTSession(self, max_len)
+
+
+class TensorRTSession:
+    """One utterance: its own contiguous cache of exactly `max_len` slots."""
+
+    def __init__(self, runtime: TensorRTGPTRuntime, max_len: int) -> None:
+        self.rt = runtime
+        cfg = runtime.config
+        dev = runtime.decode_graph.device
+        shape = (cfg.num_layers, 1, cfg.num_heads, max_len, cfg.head_dim)
+        self.keys = torch.zeros(shape, dtype=runtime.cache_dtype, device=dev)
+        self.values = torch.zeros(shape, dtype=runtime.cache_dtype, device=dev)
+        self.token = torch.zeros(1, 1, dtype=torch.long, device=dev)
+        self.position = torch.zeros(1, dtype=torch.long, device=dev)
+        self.slot = torch.zeros(1, dtype=torch.long, device=dev)
+
+    def prefill(
+        self, phone_ids: torch.Tensor, bert: torch.Tensor, prompt_tokens: torch.Tensor
+    ) -> torch.Tensor:
+        out = self.rt.prefill_graph.run(
+            {"phone_ids": phone_ids, "bert": bert, "prompt": prompt_tokens}
+        )
+        length = out["keys"].shape[3]
+        self.keys[:, :, :, :length].copy_(out["keys"])
+        self.values[:, :, :, :length].copy_(out["values"])
+        return out["logits"].float().cpu()
+
+    def step(self, token: int, position: int, slot: int) -> torch.Tensor:
+        self.token.fill_(token)
+        self.position.fill_(position)
+        self.slot.fill_(slot)
+        out = self.rt.decode_graph.run(
+            {
+                "token": self.token,
+                "position": self.position,
+                "slot": self.slot,
+                "k_cache": self.keys,
+                "v_cache": self.values,
+            }
+        )
+        # Written after the step: the graph attends the new row on its own.
+        self.keys.index_copy_(3, self.slot, out["new_k"].to(self.keys.dtype))
+        self.values.index_copy_(3, self.slot, out["new_v"].to(self.values.dtype))
+        return out["logits"].float().cpu()
+
+
+# ------------------------------------------------------------------------ SoVITS
+class TensorRTSoVITSRuntime:
+    """SoVITS through the encoder and flow+vocoder engines, speed stretch in torch.
+
+    Lengths outside the engines' profiles (very long or very slow speech) go
+    to `fallback`, the torch runtime, instead of failing.
+    """
+
+    def __init__(
+        self,
+        encoder: TRTGraph,
+        flow_vocoder: TRTGraph,
+        inter_channels: int,
+        fallback: SoVITSRuntime,
+        max_frames: int | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.flow_vocoder = flow_vocoder
+        self.inter_channels = inter_channels
+        self.fallback = fallback
+        self.max_frames = max_frames
+
+    def decode(
+        self,
+        codes: torch.Tensor,
+        text_ids: torch.Tensor,
+        timbre: Timbre,
+        speed: float = 1.0,
+        noise_scale: float = 0.5,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        frames = 2 * codes.shape[-1] if speed == 1 else int(2 * codes.shape[-1] / speed) + 1
+        if self.max_frames is not None and frames > self.max_frames:
+            return self.fallback.decode(codes, text_ids, timbre, speed, noise_scale, generator)
+        content = self.encoder.run(
+            {"codes": codes, "text_ids": text_ids, "ge_text": timbre.ge_text}
+        )["content"]
+        if speed != 1:
+            content = stretch_frames(content.float(), speed)
+        shape = (1, self.inter_channels, content.shape[-1])
+        if noise_scale == 0:
+            noise = torch.zeros(shape)
+        else:  # drawn as the reference draws it: on the CPU, float32, same generator
+            noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+        out = self.flow_vocoder.run(
+            {
+                "content": content,
+                "noise": noise,
+                "noise_scale": torch.tensor([float(noise_scale)]),
+                "ge": timbre.ge,
+            }
+        )
+        return out["audio"].float().cpu()
+
+
+# ------------------------------------------------------------------- validation
+def make_gpt_validator(
+    reference: Text2SemanticModel,
+    cases: list[ValidationCase] | None = None,
+    steps: int = 48,
+    trt: ModuleType | None = None,
+) -> Callable[[Mapping[str, bytes]], Any]:
+    """Build-time check: greedy tokens of the engines == those of the FP32 torch model."""
+    from kiosk_build.tensorrt_build import ValidationOutcome
+
+    def validate(engines: Mapping[str, bytes]) -> ValidationOutcome:
+        module = trt or import_tensorrt()
+        if module is None:
+            return ValidationOutcome(False, "tensorrt not importable")
+        runtime = TensorRTGPTRuntime(
+            reference.config,
+            TRTGraph(module, engines[GPT_PREFILL], GPT_PREFILL),
+            TRTGraph(module, engines[GPT_DECODE], GPT_DECODE),
+        )
+        check = compare_greedy(
+            reference, runtime, cases or default_validation_cases(reference.config), steps
+        )
+        return ValidationOutcome(check.passed, check.detail, check.as_dict())
+
+    return validate
+
+
+# ----------------------------------------------------------------------- backend
+class TensorRTBackend:
+    """Engines from the cache (`kiosk_build.engine_cache`), torch tensors as bindings.
+
+    `model_hash` (sha256 of the voice's files, as the build recorded it) pins
+    the exact weights; without it the newest entry built for this GPU and
+    TensorRT version under `voice` is used, and the log says so.
+    """
+
+    name = "tensorrt"
+
+    def __init__(
+        self,
+        cache_root: str | Path,
+        voice: str = "voice",
+        model_hash: str | None = None,
+        *,
+        trt: ModuleType | None = None,
+        status: Callable[[], tuple[bool, str]] = cuda_status,
+    ) -> None:
+        self.cache_root = Path(cache_root)
+        self.voice = voice
+        self.model_hash = model_hash
+        self._trt = trt
+        self._status = status
+
+    def _module(self) -> ModuleType | None:
+        return self._trt or import_tensorrt()
+
+    def availability(self) -> tuple[bool, str]:
+        trt = self._module()
+        if trt is None:
+            return False, "TensorRT Python bindings not installed"
+        ok, why = self._status()
+        if not ok:
+            return False, why
+        if not (self.cache_root / self.voice).is_dir():
+            return False, f"no engines built for {self.voice!r} under {self.cache_root}"
+        return True, f"TensorRT {trt.__version__} on {why}"
+
+    def find_entry(self) -> Any:
+        """The cache entry for this device (and model hash, when known)."""
+        from kiosk_build.engine_cache import EngineCache, EngineKey
+        from kiosk_build.tensorrt_build import detect_gpu_info
+
+        trt = self._module()
+        if trt is None:
+            raise RuntimeError("TensorRT Python bindings not installed")
+        gpu = detect_gpu_info()
+        cache = EngineCache(self.cache_root)
+        device = (str(trt.__version__), gpu.name, gpu.compute_capability, gpu.cuda_version)
+        hashes = [self.model_hash] if self.model_hash else _model_hashes(cache, self.voice, device)
+        reasons = []
+        for model_hash in hashes:
+            found = cache.lookup(self.voice, EngineKey(model_hash, *device))
+            if found.entry is not None:
+                if not self.model_hash:
+                    log.warning("TensorRT: model hash not given; using %s", found.entry.directory)
+                return found.entry
+            reasons.append(found.reason)
+        raise RuntimeError(
+            f"no valid engines for {self.voice!r}: {'; '.join(reasons) or 'none for this device'}"
+        )
+
+    def load(self, voice: VoiceModels) -> VoiceRuntime:
+        trt = self._module()
+        if trt is None:
+            raise RuntimeError("TensorRT Python bindings not installed")
+        entry = self.find_entry()
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+
+        def graph(name: str) -> TRTGraph:
+            return TRTGraph(trt, entry.engine_path(name).read_bytes(), name, runtime=runtime)
+
+        gpt = TensorRTGPTRuntime(voice.gpt.config, graph(GPT_PREFILL), graph(GPT_DECODE))
+        torch_sovits = TorchSoVITSRuntime(voice.sovits, "cuda", torch.float16)
+        sovits: SoVITSRuntime = torch_sovits
+        if {SOVITS_ENCODER, SOVITS_FLOW_VOCODER} <= set(entry.graphs):
+            profile = entry.manifest.get("precision", {}).get("graphs", {})
+            frames = profile.get(SOVITS_FLOW_VOCODER, {}).get("profile", {}).get("content")
+            sovits = TensorRTSoVITSRuntime(
+                graph(SOVITS_ENCODER),
+                graph(SOVITS_FLOW_VOCODER),
+                voice.sovits.cfg.inter_channels,
+                torch_sovits,
+                max_frames=int(frames[2][2]) if frames else None,
+            )
+        log.info("TensorRT engines loaded from %s (%s)", entry.directory, entry.precision)
+        return VoiceRuntime(gpt, sovits, self.name, voice.gpt_version, voice.sovits_version)
+
+
+def _model_hashes(cache: Any, voice: str, device: tuple[str, ...]) -> list[str]:
+    """Model hashes of the entries built for `device`, newest first."""
+    import json
+
+    found = []
+    manifests = sorted(
+        (cache.root / voice).glob("*/manifest.json"), key=lambda p: p.stat().st_mtime, reverse=True
+    )
+    for manifest in manifests:
+        try:
+            key = json.loads(manifest.read_text())["key"]
+        except (OSError, ValueError, KeyError):
+            continue
+        stored = (
+            key.get("trt_version"),
+            key.get("gpu_name"),
+            key.get("compute_capability"),
+            key.get("cuda_version", ""),
+        )
+        if stored == device:
+            found.append(str(key.get("model_hash")))
+    return found
