@@ -109,7 +109,12 @@ def generate(
             if hidden is not None:
                 hidden_log.append(hidden[0].float().cpu())
         choice = sample_next(
-            logits, history[:, : num_prompt + step], step, params, generator, config.eos_id,
+            logits,
+            history[:, : num_prompt + step],
+            step,
+            params,
+            generator,
+            config.eos_id,
             suppress_eos=step < max(EOS_SUPPRESSED_STEPS, min_new_tokens),
         )
         token = int(choice.token[0, 0])
