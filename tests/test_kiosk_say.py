@@ -1,0 +1,183 @@
+"""`kiosk say` end to end on official-format files and tiny Hugging Face folders.
+
+The voice is full size (GPT v2 + SoVITS v2Pro with formula weights, written as
+the trainer writes them) with an ERes2NetV2 speaker-verification file; BERT
+and HuBERT are tiny random models of the real architectures whose widths fit
+the voice (1024 and 768), saved with `save_pretrained`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel, BertTokenizerFast, HubertConfig, HubertModel
+
+from appliance.cli import main
+from engines.checkpoint_writer import save_gpt_checkpoint, save_sovits_checkpoint
+from engines.formula_weights import formula_state_dict
+from engines.gpt.config import GPTConfig
+from engines.gpt.model import Text2SemanticModel
+from engines.sovits.synthesizer import SoVITSModel
+from engines.speaker import formula_speaker_state_dict, save_speaker_checkpoint
+from engines.wav_io import write_wav
+from provisioning.demo_voice import reference_tone
+
+HANZI = "欢迎来到博物馆这首歌是外婆年轻时候唱的我们一起听吧山水人家春天花开了"
+
+
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("say")
+    gpt = Text2SemanticModel(GPTConfig.for_version("v2"))
+    gpt_weights = formula_state_dict({k: v.shape for k, v in gpt.state_dict().items()}, 11)
+    config = {
+        "model": {
+            "vocab_size": 1025,
+            "phoneme_vocab_size": 732,
+            "embedding_dim": 512,
+            "hidden_dim": 512,
+            "head": 16,
+            "linear_units": 2048,
+            "n_layer": 24,
+            "dropout": 0,
+            "EOS": 1024,
+        },
+        "data": {"max_sec": 54},
+    }
+    sovits = SoVITSModel.for_version("v2Pro")
+    sovits_weights = formula_state_dict({k: v.shape for k, v in sovits.state_dict().items()}, 11)
+    pretrained = root / "pretrained_models"
+    (pretrained / "sv").mkdir(parents=True)
+    files = {
+        "gpt": save_gpt_checkpoint(root / "voice-e10.ckpt", gpt_weights, config),
+        "sovits": save_sovits_checkpoint(
+            root / "voice_e8_s80.pth", sovits_weights, {"model": {"version": "v2Pro"}}, "v2Pro"
+        ),
+        "sv": save_speaker_checkpoint(
+            pretrained / "sv" / "pretrained_eres2netv2w24s4ep4.ckpt", formula_speaker_state_dict(11)
+        ),
+        "ref": write_wav(root / "ref.wav", reference_tone(11, seconds=3.5)),
+        "pretrained": pretrained,
+        "root": root,
+    }
+    torch.manual_seed(0)
+    bert_dir = pretrained / "chinese-roberta-wwm-ext-large"
+    bert_dir.mkdir()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "，", "。", *dict.fromkeys(HANZI)]
+    (bert_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    BertTokenizerFast(vocab_file=str(bert_dir / "vocab.txt")).save_pretrained(bert_dir)
+    BertModel(
+        BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=1024,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            intermediate_size=256,
+        )
+    ).save_pretrained(bert_dir)
+    HubertModel(
+        HubertConfig(
+            hidden_size=768,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            intermediate_size=128,
+            conv_dim=(16,) * 7,
+            num_conv_pos_embeddings=16,
+            num_conv_pos_embedding_groups=4,
+        )
+    ).save_pretrained(pretrained / "chinese-hubert-base")
+    return files
+
+
+def _args(kit: dict[str, Path], text: str, out: Path, *extra: str) -> list[str]:
+    return [
+        "say",
+        "--gpt",
+        str(kit["gpt"]),
+        "--sovits",
+        str(kit["sovits"]),
+        "--ref",
+        str(kit["ref"]),
+        "--ref-text",
+        "欢迎来到博物馆。",
+        "--pretrained",
+        str(kit["pretrained"]),
+        "--text",
+        text,
+        "-o",
+        str(out),
+        *extra,
+    ]
+
+
+def test_say_writes_a_32k_wav_and_the_same_seed_gives_the_same_bytes(kit, tmp_path) -> None:
+    text = "欢迎来到博物馆！这首歌是外婆年轻时候唱的, we listen together。"
+    outputs = []
+    for name, seed in (("a", "5"), ("b", "5"), ("c", "6")):
+        out = tmp_path / f"{name}.wav"
+        assert main(_args(kit, text, out, "--seed", seed, "--max-tokens", "6")) == 0
+        outputs.append(out)
+    with wave.open(str(outputs[0])) as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (32000, 1, 2)
+        assert wav.getnframes() > 2 * 1280
+    digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in outputs]
+    assert digests[0] == digests[1] != digests[2]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--text", "   ", "the text is empty"),
+        ("--text", "🙂🙂🙂", "nothing pronounceable"),
+        ("--ref", "{tmp}/missing.wav", "missing.wav"),
+        ("--sovits", "{tmp}/missing.pth", "no such file"),
+        ("--pretrained", "{tmp}/nowhere", "chinese-hubert-base"),
+    ],
+)
+def test_clear_errors(kit, tmp_path, capsys, flag: str, value: str, message: str) -> None:
+    args = _args(kit, "你好世界。", tmp_path / "x.wav", "--max-tokens", "2")
+    args[args.index(flag) + 1] = value.format(tmp=tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_reference_clip_outside_3_to_10_seconds(kit, tmp_path, capsys) -> None:
+    short = write_wav(tmp_path / "short.wav", reference_tone(1, seconds=2.0))
+    args = _args(kit, "你好世界。", tmp_path / "x.wav")
+    args[args.index("--ref") + 1] = str(short)
+    assert main(args) == 2
+    assert "3" in capsys.readouterr().err
+
+
+def test_ten_thousand_characters_in_flat_memory(kit, tmp_path) -> None:
+    sentence = "这首歌是外婆年轻时候唱的，我们一起听吧。Spring flowers open in the hills. "
+    long_text = (sentence * (10_000 // len(sentence) + 1))[:10_000]
+    peaks = {}
+    for name, text in (("short", sentence), ("long", long_text)):
+        out = tmp_path / f"{name}.wav"
+        args = _args(kit, text, out, "--max-tokens", "2", "--cut", "cut0")
+        code = (
+            "import resource, sys; from appliance.cli import main; rc = main(sys.argv[1:]); "
+            "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); "
+            "sys.exit(rc)"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            capture_output=True,
+            text=True,
+            timeout=1500,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        peaks[name] = int(done.stdout.split("MAXRSS")[-1].split()[0]) / 1024
+        assert out.stat().st_size > 44
+    # The long text is written segment by segment: memory does not grow with it.
+    assert peaks["long"] < peaks["short"] + 400, peaks
