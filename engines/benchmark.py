@@ -298,9 +298,10 @@ def measure_text(
 
 
 def _stage_model(runtime: VoiceRuntime, voice: VoiceModels) -> Any:
-    """The SoVITS stages the chunked vocoder runs (the backend's own when it has them)."""
+    """The windowed SoVITS the chunked vocoder runs: the backend's own when it has one
+    (torch eager, ONNX Runtime), else the torch model."""
     sovits = runtime.sovits
-    has_stages = all(hasattr(sovits, m) for m in ("encode", "flow_reverse", "vocode"))
+    has_stages = all(hasattr(sovits, m) for m in ("content", "render"))
     return sovits if has_stages else voice.sovits
 
 

@@ -3,8 +3,8 @@
 The GPT stage produces 25 tokens per second of audio, one at a time.  Instead
 of waiting for EOS, `ChunkVocoder` turns the tokens so far into audio in
 chunks: the SoVITS text/content encoder runs over all tokens so far (it is
-cheap and needs the whole context), then the flow and the HiFi-GAN vocoder run
-only on the new frames plus some left context.  The newest frames are held
+cheap and needs the whole context), then the projection, prior, flow and the
+HiFi-GAN vocoder run only on the new frames plus some left context.  The newest frames are held
 back (`margin_frames`) because later tokens still change them, and each chunk
 is cross-faded into the previous one over `crossfade_samples`, so the joins
 are click-free and the result stays close to the whole-sentence decode
@@ -20,6 +20,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -28,9 +29,10 @@ from engines.gpt.decoding import MAX_DECODE_STEPS, generate
 from engines.gpt.model import Text2SemanticModel
 from engines.gpt.runtime import GPTRuntime
 from engines.gpt.sampling import SamplingParams
-from engines.sovits.synthesizer import SoVITSModel, Timbre
+from engines.sovits.synthesizer import Timbre
 
 FRAMES_PER_TOKEN = 2  # 25 Hz tokens, 50 Hz decoder frames
+PRIOR_CHANNELS = 192  # channels of the prior latent (every supported version)
 SAMPLES_PER_FRAME = 640
 
 
@@ -53,12 +55,24 @@ class StreamSettings:
             raise ValueError("crossfade_samples must be in (0, context_frames * 640]")
 
 
+class StagedSoVITS(Protocol):
+    """A SoVITS runtime that can decode windows: torch `SoVITSModel` and ONNX Runtime do."""
+
+    def content(
+        self, codes: torch.Tensor, text_ids: torch.Tensor, ge_text: torch.Tensor
+    ) -> torch.Tensor: ...
+
+    def render(
+        self, content: torch.Tensor, noise: torch.Tensor, noise_scale: float, ge: torch.Tensor
+    ) -> torch.Tensor: ...
+
+
 class ChunkVocoder:
     """Turns a growing token sequence into consecutive, cross-faded audio chunks."""
 
     def __init__(
         self,
-        sovits: SoVITSModel,
+        sovits: StagedSoVITS,
         text_ids: torch.Tensor,
         timbre: Timbre,
         noise_scale: float,
@@ -71,6 +85,7 @@ class ChunkVocoder:
         self.noise_scale = noise_scale
         self.generator = generator
         self.settings = settings or StreamSettings()
+        self.noise_channels = PRIOR_CHANNELS
         self._noise = torch.zeros(1, 0, 0)
         self._done_frames = 0  # frames whose audio has been emitted (minus the held tail)
         self._tail = np.zeros(0, dtype=np.float32)  # last crossfade samples, not yet emitted
@@ -92,18 +107,15 @@ class ChunkVocoder:
         if not tokens:
             return np.zeros(0, dtype=np.float32)
         codes = torch.tensor(tokens, dtype=torch.long).view(1, 1, -1)
-        m_p, logs_p, _ = self.sovits.encode(codes, self.text_ids, self.timbre.ge_text, 1.0)
-        frames = m_p.shape[-1]
+        content = self.sovits.content(codes, self.text_ids, self.timbre.ge_text)
+        frames = content.shape[-1]
         end = frames if final else frames - self.settings.margin_frames
         if end <= self._done_frames:
             return self._flush() if final else np.zeros(0, dtype=np.float32)
         start = max(0, self._done_frames - self.settings.context_frames)
-        noise = self._noise_for(frames, m_p.shape[1])[..., start:end]
-        z_p = m_p[..., start:end] + noise * torch.exp(logs_p[..., start:end]) * self.noise_scale
-        mask = torch.ones(1, 1, end - start, dtype=m_p.dtype)
-        z = self.sovits.flow_reverse(z_p, mask, self.timbre.ge)
-        audio = self.sovits.vocode(z, self.timbre.ge)[0, 0].float().numpy()
-        return self._stitch(audio, start, end, final)
+        noise = self._noise_for(frames, self.noise_channels)[..., start:end]
+        audio = self.sovits.render(content[..., start:end], noise, self.noise_scale, self.timbre.ge)
+        return self._stitch(audio[0, 0].float().cpu().numpy(), start, end, final)
 
     def _stitch(self, audio: np.ndarray, start: int, end: int, final: bool) -> np.ndarray:
         xf = self.settings.crossfade_samples
@@ -128,7 +140,7 @@ class ChunkVocoder:
 
 def stream_tokens_to_audio(
     gpt: Text2SemanticModel | GPTRuntime,
-    sovits: SoVITSModel,
+    sovits: StagedSoVITS,
     phone_ids: torch.Tensor,
     bert: torch.Tensor,
     prompt_tokens: torch.Tensor,

@@ -258,8 +258,10 @@ class OrtSoVITSRuntime:
         #: Channels of the prior latent (the noise input), read from the graph.
         self.noise_channels = int(self.flow_vocoder.get_inputs()[1].shape[1])
 
-    def content(self, codes: torch.Tensor, text_ids: torch.Tensor, ge_text: torch.Tensor) -> Any:
-        """Encoder output `[1, 192, 2T]` at speed 1 (numpy)."""
+    def content(
+        self, codes: torch.Tensor, text_ids: torch.Tensor, ge_text: torch.Tensor
+    ) -> torch.Tensor:
+        """Encoder output `[1, 192, 2T]` at speed 1."""
         (content,) = self.encoder.run(
             None,
             {
@@ -268,7 +270,22 @@ class OrtSoVITSRuntime:
                 "ge_text": _np(ge_text, np.float32),
             },
         )
-        return content
+        return torch.from_numpy(content)
+
+    def render(
+        self, content: torch.Tensor, noise: torch.Tensor, noise_scale: float, ge: torch.Tensor
+    ) -> torch.Tensor:
+        """A window of encoder frames (+ its prior noise) to audio, for streaming."""
+        (audio,) = self.flow_vocoder.run(
+            None,
+            {
+                "content": _np(content, np.float32),
+                "noise": _np(noise, np.float32),
+                "noise_scale": np.array([noise_scale], dtype=np.float32),
+                "ge": _np(ge, np.float32),
+            },
+        )
+        return torch.from_numpy(audio)
 
     def decode(
         self,
@@ -279,7 +296,7 @@ class OrtSoVITSRuntime:
         noise_scale: float = 0.5,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        content = self.content(codes, text_ids, timbre.ge_text)
+        content = self.content(codes, text_ids, timbre.ge_text).numpy()
         if speed != 1:
             content = stretch_content(torch.from_numpy(content), speed).numpy()
         frames = content.shape[-1]

@@ -142,6 +142,18 @@ class SoVITSModel(nn.Module):
         content = self.quantizer.decode(codes).repeat_interleave(2, dim=-1)
         return self.enc_p(content, text_ids, ge_text, speed)
 
+    def content(self, codes: Tensor, text_ids: Tensor, ge_text: Tensor) -> Tensor:
+        """Encoder frames `[1,192,2T]` at speed 1, before `proj` (for streaming windows)."""
+        semantic = self.quantizer.decode(codes).repeat_interleave(2, dim=-1)
+        return self.enc_p.hidden(semantic, text_ids, ge_text)
+
+    def render(self, content: Tensor, noise: Tensor, noise_scale: float, ge: Tensor) -> Tensor:
+        """A window of encoder frames (+ its prior noise) to audio `[1,1,F*640]`."""
+        m_p, logs_p = torch.split(self.enc_p.proj(content), self.cfg.inter_channels, dim=1)
+        z_p = self.sample_prior(m_p, logs_p, noise_scale, noise=noise)
+        mask = torch.ones_like(content[:, :1, :])
+        return self.vocode(self.flow_reverse(z_p, mask, ge), ge)
+
     @staticmethod
     def sample_prior(
         m_p: Tensor,

@@ -72,6 +72,16 @@ class TextEncoder(nn.Module):
         self.encoder2 = stack(half_depth)
         self.proj = nn.Conv1d(hidden, 2 * cfg.inter_channels, 1)
 
+    def hidden(self, content: Tensor, text_ids: Tensor, ge_text: Tensor) -> Tensor:
+        """The encoder's frames `[B,192,T50]` before the speed stretch and `proj`.
+
+        `proj` works frame by frame, so a streaming decoder can cut this into
+        windows and project each window on its own.
+        """
+        x = self.encoder_ssl(self.ssl_proj(content))
+        phones = self.encoder_text(self.text_embedding(text_ids).transpose(1, 2))
+        return self.encoder2(self.mrte(x, phones, ge_text))
+
     def forward(
         self, content: Tensor, text_ids: Tensor, ge_text: Tensor, speed: float = 1.0
     ) -> tuple[Tensor, Tensor, Tensor]:
@@ -81,10 +91,7 @@ class TextEncoder(nn.Module):
         a single utterance is valid. It is returned because the flow and the
         reference's interfaces carry it.
         """
-        x = self.encoder_ssl(self.ssl_proj(content))
-        phones = self.encoder_text(self.text_embedding(text_ids).transpose(1, 2))
-        x = self.encoder2(self.mrte(x, phones, ge_text))
-        x = stretch_frames(x, speed)
+        x = stretch_frames(self.hidden(content, text_ids, ge_text), speed)
         m, logs = torch.split(self.proj(x), self.out_channels, dim=1)
         frame_mask = torch.ones_like(x[:, :1, :])
         return m, logs, frame_mask
