@@ -69,6 +69,20 @@ def _bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _delegated(command: str, rest: Sequence[str]) -> int:
+    """Commands whose own argument parser lives with the build step."""
+    if command == "export-onnx":
+        from kiosk_build.export_onnx import main as export_main
+
+        return export_main(list(rest))
+    from kiosk_build.tensorrt_build import main as build_main
+
+    return build_main(list(rest))
+
+
+DELEGATED = ("export-onnx", "build-engines")
+
+
 class UsageError(Exception):
     """A mistake in what the user asked for; printed without a traceback."""
 
@@ -118,6 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_arguments(bench)
     bench.set_defaults(func=_bench)
 
+    export = sub.add_parser(
+        "export-onnx",
+        add_help=False,
+        help="export a voice's GPT and SoVITS to ONNX graphs (see: kiosk export-onnx --help)",
+    )
+    export.set_defaults(func=None)
+    engines = sub.add_parser(
+        "build-engines",
+        add_help=False,
+        help="build TensorRT engines from an ONNX export (see: kiosk build-engines --help)",
+    )
+    engines.set_defaults(func=None)
+
     demo = sub.add_parser("demo", help="synthesise a few sentences with the demo voice")
     demo.add_argument("--out", default="out/demo", help="folder for the voice and WAV files")
     demo.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same audio)")
@@ -126,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+        return _delegated(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -708,7 +708,7 @@ def stale_families(
 # ----------------------------------------------------------------------------- CLI
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: export one voice's official files."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="kiosk export-onnx", description=__doc__.splitlines()[0])
     parser.add_argument("--gpt", required=True, help="official GPT .ckpt")
     parser.add_argument("--sovits", required=True, help="official SoVITS .pth")
     parser.add_argument("--out", required=True, help="output folder")
