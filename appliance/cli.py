@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from engines.backends.selection import BackendUnavailableError
+
 log = logging.getLogger("kiosk")
 
 
@@ -166,7 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (UsageError, ValueError, OSError) as exc:
+    except (UsageError, ValueError, OSError, BackendUnavailableError) as exc:
         # Every "bad input" error of the project is a ValueError subclass that says
         # what to fix (bad files, text, options); -v shows where it came from.
         log.debug("details", exc_info=True)

@@ -43,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     text.add_argument("--cut", default="cut1", choices=CUT_METHODS, help="segmentation method")
     text.add_argument("-o", "--output", required=True, metavar="OUT.wav")
+    text.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "torch-eager", "onnxruntime", "torch-cuda", "tensorrt"),
+        help="runtime for the voice (auto: the fastest that works here)",
+    )
     models = parser.add_argument_group("pretrained helper models (local folders only)")
     models.add_argument(
         "--pretrained",
@@ -73,6 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> Path:
     """Synthesise `args.text`; returns the WAV path."""
     # Heavy imports (transformers, dictionaries) only when a voice is really loaded.
+    from engines.backends.selection import load_voice_runtime
     from engines.features import BertFeaturizer, HubertEncoder
     from engines.speaker import load_speaker_encoder
     from engines.synthesis import SynthesisOptions
@@ -118,7 +125,9 @@ def run(args: argparse.Namespace) -> Path:
     prompt = build_voice_prompt(
         voice, frontend, args.ref, args.ref_text, args.ref_lang, hubert, bert, speaker
     )
-    tts = TextToSpeech(voice, frontend, prompt, bert)
+    runtime, selection = load_voice_runtime(voice, args.backend)
+    log.info("backend: %s (%s)", runtime.backend, selection.reason)
+    tts = TextToSpeech(runtime, frontend, prompt, bert)
     start = time.perf_counter()
     with WavStreamWriter(args.output) as out:
         for audio in tts.stream(args.text, args.lang, args.cut, options):

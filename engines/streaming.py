@@ -157,6 +157,12 @@ def stream_tokens_to_audio(
     """Run the GPT loop in a worker thread and yield audio chunks as tokens arrive."""
     settings = settings or StreamSettings()
     tokens: queue.Queue[int | BaseException | None] = queue.Queue()
+    cancelled = threading.Event()
+
+    def deliver(token: int) -> None:
+        if cancelled.is_set():  # the listener is gone: stop decoding now
+            raise _ListenerGoneError
+        tokens.put(token)
 
     def produce() -> None:
         try:
@@ -169,9 +175,11 @@ def stream_tokens_to_audio(
                 generator,
                 max_new_tokens=max_new_tokens,
                 early_stop_num=early_stop_num,
-                on_token=tokens.put,
+                on_token=deliver,
                 min_new_tokens=min_new_tokens,
             )
+            tokens.put(None)
+        except _ListenerGoneError:
             tokens.put(None)
         except BaseException as exc:
             tokens.put(exc)
@@ -184,6 +192,24 @@ def stream_tokens_to_audio(
     vocoder = ChunkVocoder(sovits, target_ids, timbre, noise_scale, noise_gen, settings)
     worker = threading.Thread(target=produce, name="gpt-decode", daemon=True)
     worker.start()
+    try:
+        yield from _chunks_as_tokens_arrive(tokens, vocoder, settings)
+    finally:
+        # Reached on normal end, on error, and when the consumer stops listening
+        # (a visitor pressed another button): the decoding thread must not run on.
+        cancelled.set()
+        worker.join()
+
+
+class _ListenerGoneError(Exception):
+    """Raised inside the decoding loop when nobody listens any more."""
+
+
+def _chunks_as_tokens_arrive(
+    tokens: queue.Queue[int | BaseException | None],
+    vocoder: ChunkVocoder,
+    settings: StreamSettings,
+) -> Iterator[np.ndarray]:
     got: list[int] = []
     next_at = settings.first_chunk_tokens
     while True:
@@ -198,7 +224,6 @@ def stream_tokens_to_audio(
             next_at = len(got) + settings.chunk_tokens
             if chunk.size:
                 yield chunk
-    worker.join()
     last = vocoder.push(got, final=True)
     if last.size:
         yield last

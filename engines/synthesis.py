@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +21,9 @@ from engines.gpt.sampling import SamplingParams
 from engines.sovits.synthesizer import Timbre
 from engines.streaming import StreamSettings, stream_tokens_to_audio
 from engines.voice_models import VoiceModels
+
+if TYPE_CHECKING:
+    from engines.backends.base import VoiceRuntime
 
 #: The reference appends 0.3 s of silence after every synthesised fragment.
 PAUSE_SAMPLES = 9600
@@ -79,7 +83,7 @@ def _token_limit(options: SynthesisOptions, phones: int) -> int:
 
 @torch.inference_mode()
 def synthesize_phones(
-    voice: VoiceModels,
+    voice: VoiceModels | VoiceRuntime,
     prompt: VoicePrompt,
     phone_ids: torch.Tensor,
     bert: torch.Tensor,
@@ -116,7 +120,7 @@ def synthesize_phones(
 
 
 def stream_phones(
-    voice: VoiceModels,
+    voice: VoiceModels | VoiceRuntime,
     prompt: VoicePrompt,
     phone_ids: torch.Tensor,
     bert: torch.Tensor,
@@ -127,7 +131,10 @@ def stream_phones(
     """One segment as audio chunks that start after the first few tokens."""
     if phone_ids.ndim != 1 or phone_ids.numel() == 0:
         raise ValueError("a segment needs at least one phone")
-    if options.speed != 1.0:  # the stretch moves every frame as tokens arrive
+    windowed = all(hasattr(voice.sovits, m) for m in ("content", "render"))
+    if options.speed != 1.0 or not windowed:
+        # The speed stretch moves every frame as tokens arrive, and a runtime
+        # without windowed decoding can only decode the whole segment.
         yield synthesize_phones(voice, prompt, phone_ids, bert, options, generator)
         return
     yield from stream_tokens_to_audio(
@@ -148,7 +155,7 @@ def stream_phones(
 
 
 def iter_segment_audio(
-    voice: VoiceModels,
+    voice: VoiceModels | VoiceRuntime,
     prompt: VoicePrompt,
     segments: Iterable[tuple[torch.Tensor, torch.Tensor]],
     options: SynthesisOptions,
@@ -172,7 +179,7 @@ def iter_segment_audio(
 
 
 def synthesize_segments(
-    voice: VoiceModels,
+    voice: VoiceModels | VoiceRuntime,
     prompt: VoicePrompt,
     segments: Sequence[tuple[torch.Tensor, torch.Tensor]],
     options: SynthesisOptions,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from engines.backends.base import VoiceRuntime
 from engines.features import BertFeaturizer
 from engines.streaming import StreamSettings
 from engines.synthesis import SynthesisOptions, VoicePrompt, iter_segment_audio
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 class TextToSpeech:
     """One voice, ready to speak: models, frontend, BERT and the reference prompt."""
 
-    voice: VoiceModels
+    voice: VoiceModels | VoiceRuntime
     frontend: TextFrontend
     prompt: VoicePrompt
     bert: BertFeaturizer | None = None

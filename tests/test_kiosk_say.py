@@ -14,6 +14,7 @@ import sys
 import wave
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from transformers import BertConfig, BertModel, BertTokenizerFast, HubertConfig, HubertModel
@@ -96,24 +97,10 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _args(kit: dict[str, Path], text: str, out: Path, *extra: str) -> list[str]:
-    return [
-        "say",
-        "--gpt",
-        str(kit["gpt"]),
-        "--sovits",
-        str(kit["sovits"]),
-        "--ref",
-        str(kit["ref"]),
-        "--ref-text",
-        "欢迎来到博物馆。",
-        "--pretrained",
-        str(kit["pretrained"]),
-        "--text",
-        text,
-        "-o",
-        str(out),
-        *extra,
-    ]
+    voice = ["--gpt", str(kit["gpt"]), "--sovits", str(kit["sovits"]), "--ref", str(kit["ref"])]
+    return ["say", *voice, "--ref-text", "欢迎来到博物馆。", "--pretrained",
+            str(kit["pretrained"]), "--text", text, "-o", str(out), "--backend", "torch-eager",
+            *extra]
 
 
 def test_say_writes_a_32k_wav_and_the_same_seed_gives_the_same_bytes(kit, tmp_path) -> None:
@@ -128,6 +115,23 @@ def test_say_writes_a_32k_wav_and_the_same_seed_gives_the_same_bytes(kit, tmp_pa
         assert wav.getnframes() > 2 * 1280
     digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in outputs]
     assert digests[0] == digests[1] != digests[2]
+
+
+def test_onnxruntime_backend_says_the_same(kit, tmp_path, monkeypatch) -> None:
+    """Greedy decoding through ONNX Runtime gives the eager audio to a few LSB."""
+    monkeypatch.setenv("KIOSK_ONNX_CACHE", str(tmp_path / "onnx-cache"))
+    text = "欢迎来到博物馆。"
+    wavs = {}
+    for backend in ("torch-eager", "onnxruntime"):
+        out = tmp_path / f"{backend}.wav"
+        args = _args(kit, text, out, "--top-k", "1", "--max-tokens", "8")
+        args[args.index("--backend") + 1] = backend
+        assert main(args) == 0
+        with wave.open(str(out)) as wav:
+            wavs[backend] = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+    assert wavs["torch-eager"].shape == wavs["onnxruntime"].shape
+    diff = np.abs(wavs["torch-eager"].astype(int) - wavs["onnxruntime"].astype(int)).max()
+    assert diff <= 8
 
 
 @pytest.mark.parametrize(

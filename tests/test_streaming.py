@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 
-from engines.streaming import ChunkVocoder, StreamSettings
+from engines.gpt.sampling import SamplingParams
+from engines.streaming import ChunkVocoder, StreamSettings, stream_tokens_to_audio
 from engines.synthesis import PAUSE_SAMPLES, SynthesisOptions, iter_segment_audio
 
 
@@ -73,3 +76,26 @@ def test_bad_settings() -> None:
         StreamSettings(context_frames=1, crossfade_samples=1280)
     with pytest.raises(ValueError, match="chunk sizes"):
         StreamSettings(first_chunk_tokens=0)
+
+
+def test_closing_a_stream_stops_the_decoding_thread(demo_voice) -> None:
+    models, prompt = demo_voice
+    phones = torch.arange(120, 140)
+    chunks = stream_tokens_to_audio(
+        models.gpt,
+        models.sovits,
+        torch.cat([prompt.phone_ids, phones]),
+        torch.zeros(1024, prompt.phone_ids.numel() + 20),
+        prompt.semantic_tokens,
+        phones,
+        prompt.timbre,
+        SamplingParams(),
+        torch.Generator().manual_seed(0),
+        0.5,
+        max_new_tokens=400,
+        min_new_tokens=400,
+        settings=StreamSettings(first_chunk_tokens=4),
+    )
+    assert next(chunks).size > 0
+    chunks.close()
+    assert not any(t.name == "gpt-decode" for t in threading.enumerate())

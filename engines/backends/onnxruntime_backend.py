@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 CPU_EP = "CPUExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
 #: Where graphs exported on demand are kept, one sub-folder per model pair.
-DEFAULT_CACHE = Path(os.environ.get("KIOSK_ONNX_CACHE", Path.home() / ".cache/kiosk/onnx"))
+def default_cache_dir() -> Path:
+    """Where exports are kept: `$KIOSK_ONNX_CACHE`, else `~/.cache/kiosk/onnx`."""
+    return Path(os.environ.get("KIOSK_ONNX_CACHE", Path.home() / ".cache/kiosk/onnx"))
 
 
 def physical_cores() -> int:
@@ -340,7 +342,7 @@ class OnnxRuntimeBackend:
         providers: Sequence[str] | None = None,
         max_len: int | None = None,
     ) -> None:
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.intra_op_threads = intra_op_threads
         self.preferred_providers = providers
         self.max_len = max_len
