@@ -38,9 +38,15 @@ SAMPLES_PER_FRAME = 640
 
 @dataclass(frozen=True)
 class StreamSettings:
-    """Chunking of streamed audio (tokens are 40 ms each)."""
+    """Chunking of streamed audio (tokens are 40 ms each).
 
-    first_chunk_tokens: int = 10
+    `first_chunk_tokens` = 8 was chosen by measurement (ONNX Runtime, full v2,
+    2-core CPU): 4 tokens yield no audio yet (the margin and the crossfade hold
+    it all back), 6 yield 80 ms, 8 yield 160 ms for 100 ms of vocoder time; the
+    difference from the whole decode is the same (6.9 % RMS) for 6 to 16.
+    """
+
+    first_chunk_tokens: int = 8
     chunk_tokens: int = 24
     margin_frames: int = 6
     context_frames: int = 24

@@ -1,0 +1,56 @@
+"""The benchmark's plumbing: records, JSON schema, table (timings themselves are not tested)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from engines.backends.base import TorchEagerBackend
+from engines.benchmark import (
+    RECORD_KEYS,
+    WORKLOADS,
+    Workload,
+    available_backends,
+    format_table,
+    measure,
+    write_json,
+)
+
+
+def test_standard_workloads() -> None:
+    assert WORKLOADS["short"] == Workload(30, 20, 75, 50)
+    assert WORKLOADS["long"] == Workload(30, 120, 75, 300)
+    assert WORKLOADS["long"].audio_seconds == 12.0
+
+
+def test_backends_report_why() -> None:
+    found = {name: (ok, why) for name, ok, why in available_backends()}
+    assert found["torch-eager"][0] is True
+    assert set(found) == {"torch-eager", "onnxruntime", "torch-cuda", "tensorrt"}
+    assert all(why for _, why in found.values())
+
+
+def test_a_record_has_every_figure_and_the_json_exactly_the_keys(
+    demo_voice, tmp_path: Path
+) -> None:
+    models, _ = demo_voice
+    runtime = TorchEagerBackend().load(models)
+    record = measure(runtime, models, "torch-eager", Workload(5, 5, 5, 14), repeats=1)
+    record["workload"] = "tiny"
+    assert set(record) == set(RECORD_KEYS)
+    for key in (
+        "prefill_ms",
+        "decode_ms_per_token",
+        "tokens_per_s",
+        "sovits_ms_per_audio_s",
+        "rtf",
+        "first_audio_ms",
+        "total_ms",
+    ):
+        assert record[key] > 0, key
+    write_json(tmp_path / "bench.json", {"cpu_count": 2}, [record])
+    data = json.loads((tmp_path / "bench.json").read_text())
+    assert list(data) == ["machine", "records"]
+    assert list(data["records"][0]) == list(RECORD_KEYS)
+    table = format_table([record])
+    assert "torch-eager" in table and "1.00x" in table
