@@ -33,6 +33,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from engines.durable_files import atomic_write_bytes as write_bytes_durably
+from engines.durable_files import fsync_dir
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
@@ -98,35 +101,9 @@ class EngineKey:
 
 
 # ----------------------------------------------------------------- durable I/O
-def _fsync_dir(path: Path) -> None:
-    """Persist a directory's entries (renames); not supported everywhere (Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` so that `path` holds either the old or the new content, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{_TMP_PREFIX}{path.name}.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-    _fsync_dir(path.parent)
+    write_bytes_durably(path, data, _TMP_PREFIX)
 
 
 def _copy_durably(source: Path, target: Path) -> None:
@@ -304,7 +281,7 @@ class EngineCache:
                 **dict(extra or {}),
             }
             _write_durably(tmp / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             if final.exists():
                 old = voice_dir / f"{_OLD_PREFIX}{final.name}-{time.monotonic_ns()}"
                 final.rename(old)
@@ -312,7 +289,7 @@ class EngineCache:
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 tmp.rename(final)
-            _fsync_dir(voice_dir)
+            fsync_dir(voice_dir)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -49,8 +49,8 @@ class CheckpointError(ValueError):
 
 
 @dataclass(frozen=True)
-class GPTCheckpoint:
-    """A loaded GPT (text-to-semantic) checkpoint; keys without the `model.` prefix."""
+class ModelCheckpoint:
+    """A loaded checkpoint: state dict (GPT keys without `model.`, SoVITS without `enc_q.*`)."""
 
     path: Path
     version: str
@@ -64,20 +64,12 @@ class GPTCheckpoint:
         return "v1" if self.version == "v1" else "v2"
 
 
-@dataclass(frozen=True)
-class SoVITSCheckpoint:
-    """A loaded SoVITS checkpoint; `enc_q.*` (training-only) keys removed."""
+class GPTCheckpoint(ModelCheckpoint):
+    """A GPT (text-to-semantic) `.ckpt`."""
 
-    path: Path
-    version: str
-    state_dict: dict[str, torch.Tensor]
-    config: dict[str, Any]
-    info: str | None
 
-    @property
-    def symbols_version(self) -> str:
-        """Which phone symbol table the model was trained on ("v1" or "v2")."""
-        return "v1" if self.version == "v1" else "v2"
+class SoVITSCheckpoint(ModelCheckpoint):
+    """A SoVITS `.pth`."""
 
 
 def read_container(path: str | Path) -> tuple[dict[str, Any], str | None]:

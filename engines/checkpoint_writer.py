@@ -11,18 +11,18 @@ target folder and renamed into place, so a power cut never leaves half a file.
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import time
 import types
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from engines.checkpoint_reader import HEADER_MARKS, SOVITS_VERSIONS
+from engines.durable_files import write_atomically
 from engines.hparams import PICKLED_NAME, OfficialHParams
 
 _MARK_FOR_VERSION = {v: k for k, v in HEADER_MARKS.items() if v in ("v2Pro", "v2ProPlus")}
@@ -60,7 +60,8 @@ def save_gpt_checkpoint(
     container["config"] = dict(config)
     if info is not None:
         container["info"] = info
-    return _write_atomically(Path(path), lambda tmp: torch.save(container, tmp))
+    # The trainer's own temporary name is "<unix time>.pth"; torch names the zip folder after it.
+    return write_atomically(path, lambda tmp: torch.save(container, tmp), f"{time.time()}.pth")
 
 
 def save_sovits_checkpoint(
@@ -90,34 +91,4 @@ def save_sovits_checkpoint(
         torch.save(container, buffer, pickle_module=_OFFICIAL_PICKLE)
         tmp.write_bytes(mark + buffer.getvalue()[2:])
 
-    return _write_atomically(Path(path), write)
-
-
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
-    """Write through `write(tmp)` to a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The trainer's own temporary name is "<unix time>.pth"; torch names the zip folder after it.
-    tmp = path.parent / f"{time.time()}.pth"
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (a directory entry survives a power cut)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return write_atomically(path, write, f"{time.time()}.pth")

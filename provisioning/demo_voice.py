@@ -74,21 +74,7 @@ def write_demo_voice(folder: Path, seed: int = DEMO_SEED) -> DemoVoice:
     gpt_weights = {
         k.removeprefix("model."): v for k, v in formula_state_dict(gpt_shapes, seed).items()
     }
-    config = {
-        "model": {
-            "vocab_size": 1025,
-            "phoneme_vocab_size": 732,
-            "embedding_dim": 512,
-            "hidden_dim": 512,
-            "head": 16,
-            "linear_units": 2048,
-            "n_layer": 24,
-            "dropout": 0,
-            "EOS": 1024,
-            "random_bert": 0,
-        },
-        "data": {"max_sec": 54},
-    }
+    config = GPTConfig.for_version(DEMO_VERSION).to_official()
     save_gpt_checkpoint(paths.gpt, gpt_weights, config, "GPT-e1")
     log.info("  GPT written: %s", paths.gpt.name)
     sovits = SoVITSModel.for_version(DEMO_VERSION)

@@ -24,6 +24,7 @@ from engines.checkpoint_reader import (
     read_container,
 )
 from engines.checkpoint_writer import save_gpt_checkpoint, save_sovits_checkpoint
+from engines.gpt.config import GPTConfig
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +65,11 @@ def test_official_sovits_samples_open(samples: dict, name: str, tmp_path: Path) 
     assert not any("enc_q" in k for k in obj["weight"])
     config = obj["config"]
     assert config.to_dict()["model"]["version"] == name.removeprefix("sovits_")
+
+
+def test_our_gpt_config_is_the_official_one(samples: dict, tmp_path: Path) -> None:
+    obj, _ = read_container(_write_sample(samples, "gpt_v2", tmp_path))
+    assert GPTConfig.for_version("v2").to_official() == obj["config"]
 
 
 def test_official_gpt_sample_opens(samples: dict, tmp_path: Path) -> None:

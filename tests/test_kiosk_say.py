@@ -37,20 +37,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("say")
     gpt = Text2SemanticModel(GPTConfig.for_version("v2"))
     gpt_weights = formula_state_dict({k: v.shape for k, v in gpt.state_dict().items()}, 11)
-    config = {
-        "model": {
-            "vocab_size": 1025,
-            "phoneme_vocab_size": 732,
-            "embedding_dim": 512,
-            "hidden_dim": 512,
-            "head": 16,
-            "linear_units": 2048,
-            "n_layer": 24,
-            "dropout": 0,
-            "EOS": 1024,
-        },
-        "data": {"max_sec": 54},
-    }
+    config = GPTConfig.for_version("v2").to_official()
     sovits = SoVITSModel.for_version("v2Pro")
     sovits_weights = formula_state_dict({k: v.shape for k, v in sovits.state_dict().items()}, 11)
     pretrained = root / "pretrained_models"
@@ -98,9 +85,21 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _args(kit: dict[str, Path], text: str, out: Path, *extra: str) -> list[str]:
     voice = ["--gpt", str(kit["gpt"]), "--sovits", str(kit["sovits"]), "--ref", str(kit["ref"])]
-    return ["say", *voice, "--ref-text", "欢迎来到博物馆。", "--pretrained",
-            str(kit["pretrained"]), "--text", text, "-o", str(out), "--backend", "torch-eager",
-            *extra]
+    return [
+        "say",
+        *voice,
+        "--ref-text",
+        "欢迎来到博物馆。",
+        "--pretrained",
+        str(kit["pretrained"]),
+        "--text",
+        text,
+        "-o",
+        str(out),
+        "--backend",
+        "torch-eager",
+        *extra,
+    ]
 
 
 def test_say_writes_a_32k_wav_and_the_same_seed_gives_the_same_bytes(kit, tmp_path) -> None:

@@ -47,21 +47,7 @@ def _sovits_weights(version: str) -> dict[str, torch.Tensor]:
 
 
 def _gpt_config(version: str) -> dict:
-    return {
-        "model": {
-            "vocab_size": 1025,
-            "phoneme_vocab_size": 512 if version == "v1" else 732,
-            "embedding_dim": 512,
-            "hidden_dim": 512,
-            "head": 16,
-            "linear_units": 2048,
-            "n_layer": 24,
-            "dropout": 0,
-            "EOS": 1024,
-            "random_bert": 0,
-        },
-        "data": {"max_sec": 54},
-    }
+    return GPTConfig.for_version(version).to_official()
 
 
 def _gpt_logits(model: Text2SemanticModel, n_sym: int) -> torch.Tensor:

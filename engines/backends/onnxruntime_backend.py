@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 CPU_EP = "CPUExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
+
+
 #: Where graphs exported on demand are kept, one sub-folder per model pair.
 def default_cache_dir() -> Path:
     """Where exports are kept: `$KIOSK_ONNX_CACHE`, else `~/.cache/kiosk/onnx`."""

@@ -61,6 +61,24 @@ class GPTConfig:
                 f"unknown GPT version {version!r}; expected one of {sorted(_PHONEME_VOCAB)}"
             ) from None
 
+    def to_official(self) -> dict[str, Any]:
+        """The training-config dict an official `.ckpt` carries (for files we write)."""
+        return {
+            "model": {
+                "vocab_size": self.vocab_size,
+                "phoneme_vocab_size": self.phoneme_vocab_size,
+                "embedding_dim": self.hidden_dim,
+                "hidden_dim": self.hidden_dim,
+                "head": self.num_heads,
+                "linear_units": self.ffn_dim,
+                "n_layer": self.num_layers,
+                "dropout": 0,
+                "EOS": self.eos_id,
+                "random_bert": 0,
+            },
+            "data": {"max_sec": self.max_sec},
+        }
+
     @classmethod
     def from_official(cls, config: Mapping[str, Any]) -> GPTConfig:
         """Read the training config dict stored under `config` in an official `.ckpt`."""
