@@ -1,9 +1,11 @@
 """`kiosk demo` / `make demo`: the whole synthesis path on the demo voice, into WAV files.
 
-Until the daemon and the text frontend exist, the demo's "sentences" are fixed
-seeded phone sequences: every stage after the text frontend (official file
-loading, GPT decoding with sampling, SoVITS decoding, WAV writing, playback)
-runs for real at full model size.
+Until the daemon exists this is the main job the firmware can show: real text
+through the text frontend, official file loading, GPT decoding with sampling,
+SoVITS decoding, WAV writing and playback, at full model size.  The demo voice
+ships without the pretrained helper models, so its BERT features are zeros and
+its prompt tokens are seeded instead of coming from HuBERT; and its weights are
+untrained, so what it says is not speech.
 """
 
 from __future__ import annotations
@@ -20,23 +22,30 @@ from engines.formula_weights import named_rng
 from engines.gpt.sampling import SamplingParams
 from engines.sovits.spectrogram import reference_spectrogram
 from engines.synthesis import SynthesisOptions, VoicePrompt, synthesize_segments
+from engines.text.frontend import TextFrontend
 from engines.voice_models import load_voice_models
 from engines.wav_io import SAMPLE_RATE, read_wav, write_wav
 from provisioning.demo_voice import UNTRAINED_NOTICE, write_demo_voice
 
 log = logging.getLogger(__name__)
 
-#: Phone counts of the demo "sentences" (a short, a medium and a longer one).
-SENTENCE_PHONES = (14, 24, 36)
+#: What the demo voice says (Mandarin, English, and both mixed).
+SENTENCES = (
+    "欢迎来到民俗博物馆。",
+    "这首山歌是外婆年轻的时候在田里唱的。",
+    "Welcome! 请按下按钮，听听老人们的声音。",
+)
+#: The (notional) transcript of the demo voice's reference clip.
+REFERENCE_TEXT = "这是一段参考录音。"
 #: About the pace of real speech (~12 phones/s at 25 tokens/s), with room to spare.
 DEMO_TOKENS_PER_PHONE = 3
-# Phone ids 100..321 are Mandarin finals/initials and ARPAbet in both symbol tables.
-_PHONE_RANGE = (100, 322)
 
 
-def _seeded_phones(seed: int, name: str, count: int) -> torch.Tensor:
-    rng = named_rng(seed, name)
-    return torch.from_numpy(rng.integers(*_PHONE_RANGE, count)).long()
+def _phones_and_zero_bert(
+    frontend: TextFrontend, text: str
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    segments = frontend.segments(text, "zh", "cut1")
+    return [(torch.tensor(s.phone_ids), torch.zeros(1024, len(s.phone_ids))) for s in segments]
 
 
 def run_demo(out: Path, seed: int = 0) -> list[Path]:
@@ -54,10 +63,11 @@ def run_demo(out: Path, seed: int = 0) -> list[Path]:
     clip, rate = read_wav(voice_files.reference)
     if rate != SAMPLE_RATE:
         raise ValueError(f"{voice_files.reference}: expected {SAMPLE_RATE} Hz, got {rate}")
-    ref_phones = _seeded_phones(seed, "demo.reference.phones", 20)
+    frontend = TextFrontend(voice.symbols_version)
+    [(ref_phones, ref_bert)] = _phones_and_zero_bert(frontend, REFERENCE_TEXT)
     prompt = VoicePrompt(
         phone_ids=ref_phones,
-        bert=torch.zeros(1024, ref_phones.numel()),
+        bert=ref_bert,
         semantic_tokens=torch.from_numpy(
             named_rng(seed, "demo.reference.tokens").integers(0, 1024, 100)
         ).long(),
@@ -68,16 +78,18 @@ def run_demo(out: Path, seed: int = 0) -> list[Path]:
         sampling=SamplingParams(), seed=seed, max_tokens_per_phone=DEMO_TOKENS_PER_PHONE
     )
     written = []
-    for i, count in enumerate(SENTENCE_PHONES, start=1):
-        phones = _seeded_phones(seed, f"demo.sentence.{i}", count)
+    for i, text in enumerate(SENTENCES, start=1):
+        segments = _phones_and_zero_bert(frontend, text)
+        count = sum(len(ids) for ids, _ in segments)
         start = time.perf_counter()
-        audio = synthesize_segments(voice, prompt, [(phones, torch.zeros(1024, count))], options)
+        audio = synthesize_segments(voice, prompt, segments, options)
         took = time.perf_counter() - start
         path = write_wav(out / f"demo-{i}.wav", audio)
         seconds = audio.size / SAMPLE_RATE
         log.info(
-            "sentence %d: %d phones -> %.2f s of audio in %.2f s (RTF %.2f): %s",
+            "sentence %d %r: %d phones -> %.2f s of audio in %.2f s (RTF %.2f): %s",
             i,
+            text,
             count,
             seconds,
             took,
