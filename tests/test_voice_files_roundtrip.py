@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from appliance.cli import main
 from engines.checkpoint_reader import (
     CheckpointError,
     load_gpt_checkpoint,
@@ -159,3 +160,13 @@ def test_weights_of_the_wrong_shape(tmp_path: Path) -> None:
     gpt = save_gpt_checkpoint(tmp_path / "g.ckpt", _gpt_weights("v2"), _gpt_config("v2"))
     with pytest.raises(CheckpointError, match="do not fit a GPT-SoVITS v2 SoVITS"):
         load_voice_models(gpt, path)
+
+
+def test_inspect_tells_what_a_file_is(small_pair: dict[str, Path], capsys, tmp_path) -> None:
+    assert main(["inspect", str(small_pair["gpt_v1"]), str(small_pair["sovits_v2"])]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "GPT v1, 295 tensors" in out[0] and "SOVITS v2, 673 tensors" in out[1]
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello")
+    assert main(["inspect", str(bad)]) == 2
+    assert "not a GPT-SoVITS checkpoint" in capsys.readouterr().err
