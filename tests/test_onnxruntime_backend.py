@@ -8,7 +8,6 @@ later runs only re-verify the files.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,17 +43,13 @@ ATOL_LOGITS = 1e-3
 #: ORT vs golden audio: observed <= 1.5e-6; the README's same-algorithm tolerance.
 ATOL_AUDIO = 1e-4
 
-pytestmark = pytest.mark.skipif(
-    not (COMPAT / "keys_shapes.json").is_file(), reason="golden data ../shared/compat not found"
-)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [
+    pytest.mark.skipif(
+        not (COMPAT / "keys_shapes.json").is_file(),
+        reason="golden data ../shared/compat not found",
+    ),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
 @pytest.fixture(scope="module")
