@@ -38,7 +38,7 @@ from engines.gpt.model import Text2SemanticModel
 from engines.gpt.sampling import SamplingParams
 from engines.sovits.spectrogram import reference_spectrogram
 from engines.sovits.synthesizer import SoVITSModel
-from engines.streaming import StreamSettings, stream_tokens_to_audio
+from engines.streaming import StreamSettings, stream_tokens_to_audio, supports_windows
 from engines.voice_models import VoiceModels
 
 BENCH_SEED = 7
@@ -300,9 +300,7 @@ def measure_text(
 def _stage_model(runtime: VoiceRuntime, voice: VoiceModels) -> Any:
     """The windowed SoVITS the chunked vocoder runs: the backend's own when it has one
     (torch eager, ONNX Runtime), else the torch model."""
-    sovits = runtime.sovits
-    has_stages = all(hasattr(sovits, m) for m in ("content", "render"))
-    return sovits if has_stages else voice.sovits
+    return runtime.sovits if supports_windows(runtime.sovits) else voice.sovits
 
 
 def _child(

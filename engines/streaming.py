@@ -73,6 +73,11 @@ class StagedSoVITS(Protocol):
     ) -> torch.Tensor: ...
 
 
+def supports_windows(sovits: object) -> bool:
+    """Whether a SoVITS runtime can decode windows (and so stream in chunks)."""
+    return all(hasattr(sovits, m) for m in ("content", "render"))
+
+
 class ChunkVocoder:
     """Turns a growing token sequence into consecutive, cross-faded audio chunks."""
 

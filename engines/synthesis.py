@@ -19,7 +19,7 @@ import torch
 from engines.gpt.decoding import MAX_DECODE_STEPS, generate
 from engines.gpt.sampling import SamplingParams
 from engines.sovits.synthesizer import Timbre
-from engines.streaming import StreamSettings, stream_tokens_to_audio
+from engines.streaming import StreamSettings, stream_tokens_to_audio, supports_windows
 from engines.voice_models import VoiceModels
 
 if TYPE_CHECKING:
@@ -131,8 +131,7 @@ def stream_phones(
     """One segment as audio chunks that start after the first few tokens."""
     if phone_ids.ndim != 1 or phone_ids.numel() == 0:
         raise ValueError("a segment needs at least one phone")
-    windowed = all(hasattr(voice.sovits, m) for m in ("content", "render"))
-    if options.speed != 1.0 or not windowed:
+    if options.speed != 1.0 or not supports_windows(voice.sovits):
         # The speed stretch moves every frame as tokens arrive, and a runtime
         # without windowed decoding can only decode the whole segment.
         yield synthesize_phones(voice, prompt, phone_ids, bert, options, generator)
