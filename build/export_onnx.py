@@ -4,7 +4,9 @@ Output folder layout::
 
     manifest.json            what was exported, from what, and how (written last)
     gpt_prefill.onnx         GPTPrefillGraph
-    gpt_decode.onnx          GPTDecodeGraph (static KV cache)
+    gpt_decode.onnx          GPTDecodeGraph (static KV cache, one cache input per layer)
+    gpt_decode_int8.onnx     the same step with 8-bit weights for CPUs, and its
+                             greedy-token verdict against FP32 (`quantize_int8`)
     sovits_encoder.onnx      SoVITSEncoderGraph
     sovits_flow_vocoder.onnx SoVITSFlowVocoderGraph
 
@@ -48,6 +50,7 @@ from engines.onnx_graphs import (
     GPTPrefillGraph,
     SoVITSEncoderGraph,
     SoVITSFlowVocoderGraph,
+    cache_input_names,
 )
 from engines.sovits.synthesizer import SoVITSModel
 from engines.voice_models import VoiceModels, load_voice_models
@@ -57,7 +60,7 @@ log = logging.getLogger(__name__)
 OPSET = 18
 MANIFEST = "manifest.json"
 #: Bump when a graph's definition or IO changes: older exports are then rebuilt.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Exporter per model.  The TorchScript exporter is 3-4x faster on the GPT
 #: (about 15 s vs 50 s per graph here) and its GPT graphs pass every parity check.
 #: On the SoVITS encoder it produced a *wrong* graph (its transpose folding
@@ -69,19 +72,31 @@ FAMILIES = ("gpt", "sovits")
 GRAPH_FILES: dict[str, str] = {
     "gpt_prefill": "gpt_prefill.onnx",
     "gpt_decode": "gpt_decode.onnx",
+    "gpt_decode_int8": "gpt_decode_int8.onnx",
     "sovits_encoder": "sovits_encoder.onnx",
     "sovits_flow_vocoder": "sovits_flow_vocoder.onnx",
 }
-#: Expected graph IO names; a file whose names differ is treated as foreign.
-GRAPH_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+#: Expected IO names of the graphs whose IO does not depend on the model size.
+_FIXED_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "gpt_prefill": (GPTPrefillGraph.input_names, GPTPrefillGraph.output_names),
-    "gpt_decode": (GPTDecodeGraph.input_names, GPTDecodeGraph.output_names),
     "sovits_encoder": (SoVITSEncoderGraph.input_names, SoVITSEncoderGraph.output_names),
     "sovits_flow_vocoder": (
         SoVITSFlowVocoderGraph.input_names,
         SoVITSFlowVocoderGraph.output_names,
     ),
 }
+
+
+def graph_io(name: str, num_layers: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Expected IO names of graph `name`; a file whose names differ is treated as foreign.
+
+    The decode graphs take one key and one value cache per layer, so their
+    names depend on the GPT's layer count.
+    """
+    if name in ("gpt_decode", "gpt_decode_int8"):
+        inputs = (*GPTDecodeGraph.scalar_inputs, *cache_input_names(num_layers))
+        return inputs, GPTDecodeGraph.output_names
+    return _FIXED_IO[name]
 
 
 class ExportError(RuntimeError):
@@ -143,11 +158,14 @@ def code_fingerprint() -> str:
     Stored in the manifest and checked by `verify_export`, so a cached export
     made by older graph code or another torch is rebuilt, never trusted.
     """
+    import onnxruntime
+
     import engines.onnx_graphs as graphs_pkg
 
-    digest = hashlib.sha256(f"{FORMAT_VERSION}|{torch.__version__}|{onnx.__version__}".encode())
+    versions = f"{FORMAT_VERSION}|{torch.__version__}|{onnx.__version__}|{onnxruntime.__version__}"
+    digest = hashlib.sha256(versions.encode())
     sources = sorted(Path(graphs_pkg.__file__).parent.glob("*.py"))
-    for path in [*sources, Path(__file__)]:
+    for path in [*sources, Path(__file__), Path(__file__).with_name("quantize_int8.py")]:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -163,14 +181,39 @@ class GraphInfo:
     sha256: str
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
+    #: For a reduced-precision graph: its greedy-token check against FP32.
+    validation: dict[str, Any] | None = None
+    #: Uses ONNX Runtime CPU operators (int8 MatMulNBits): TensorRT skips it.
+    cpu_only: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "file": self.file,
             "sha256": self.sha256,
             "inputs": self.inputs,
             "outputs": self.outputs,
         }
+        if self.validation is not None:
+            out["validation"] = self.validation
+        if self.cpu_only:
+            out["cpu_only"] = True
+        return out
+
+
+def describe_graph(
+    path: Path, validation: dict[str, Any] | None = None, *, cpu_only: bool = False
+) -> GraphInfo:
+    """The manifest record of a graph file already on disk."""
+    model = onnx.load(str(path), load_external_data=False)
+    return GraphInfo(
+        name=path.stem,
+        file=path.name,
+        sha256=file_sha256(path),
+        inputs=_value_info(model.graph.input),
+        outputs=_value_info(model.graph.output),
+        validation=validation,
+        cpu_only=cpu_only,
+    )
 
 
 def _value_info(values: Sequence[onnx.ValueInfoProto]) -> list[dict[str, Any]]:
@@ -357,13 +400,12 @@ def _gpt_prefill_args(
 def _gpt_decode_args(
     cfg: GPTConfig, max_len: int, position: int, slot: int, gen: torch.Generator
 ) -> tuple[torch.Tensor, ...]:
-    shape = (cfg.num_layers, 1, cfg.num_heads, max_len, cfg.head_dim)
+    shape = (1, cfg.num_heads, max_len, cfg.head_dim)
     return (
         torch.randint(0, cfg.eos_id, (1, 1), generator=gen),
         torch.tensor([position]),
         torch.tensor([slot]),
-        torch.randn(shape, generator=gen),
-        torch.randn(shape, generator=gen),
+        *(torch.randn(shape, generator=gen) for _ in range(2 * cfg.num_layers)),
     )
 
 
@@ -411,22 +453,47 @@ def export_gpt(
     checks = [_gpt_decode_args(cfg, length, p + 3, length - 1, gen)]
     if max_len is None:
         checks.append(_gpt_decode_args(cfg, 2 * length + 3, p + 9, length + 2, gen))
-    cache_axes: dict[str, dict[int, str]] = (
-        {} if max_len is not None else {"k_cache": {3: "max_len"}, "v_cache": {3: "max_len"}}
-    )
+    decode_graph = GPTDecodeGraph(model)
+    cache_names = cache_input_names(cfg.num_layers)
+    cache_axes = {} if max_len is not None else {name: {2: "max_len"} for name in cache_names}
     log.info("exporting GPT decode step (cache length %s)", max_len or "dynamic")
     infos["gpt_decode"] = export_graph(
-        GPTDecodeGraph(model),
+        decode_graph,
         decode_args,
         out / GRAPH_FILES["gpt_decode"],
-        GPTDecodeGraph.input_names,
+        decode_graph.input_names,
         GPTDecodeGraph.output_names,
         cache_axes,
         exporter=GPT_EXPORTER,
         opset=opset,
         check_args=checks,
     )
+    infos["gpt_decode_int8"] = _int8_decode(model, out, validate=max_len is None)
     return infos
+
+
+def _int8_decode(model: Text2SemanticModel, out: Path, *, validate: bool) -> GraphInfo:
+    """Derive the 8-bit decode graph from the FP32 one and record its greedy check.
+
+    A static cache length means a GPU build (CUDA-graph capture), where the
+    8-bit CPU graph is never used: it is then written but not validated.
+    """
+    from kiosk_build.quantize_int8 import NOT_VALIDATED, quantize_decode_graph, validate_int8
+
+    started = time.monotonic()
+    path = out / GRAPH_FILES["gpt_decode_int8"]
+    try:
+        converted = quantize_decode_graph(out / GRAPH_FILES["gpt_decode"], path)
+        verdict = (
+            validate_int8(model, out / GRAPH_FILES["gpt_prefill"], path)
+            if validate
+            else NOT_VALIDATED
+        )
+    except Exception as exc:  # the quantiser raises assorted types; FP32 remains usable
+        raise ExportError(f"{path.name}: int8 quantisation failed: {exc}") from exc
+    log.info("quantised %s (%d MatMuls) and checked it in %.1f s", path.name, converted,
+             time.monotonic() - started)  # fmt: skip
+    return describe_graph(path, verdict, cpu_only=True)
 
 
 def export_sovits(
@@ -676,6 +743,9 @@ def verify_export(
     graphs = manifest.get("graphs")
     if not isinstance(graphs, dict):
         return [*problems, "manifest lists no graphs"]
+    num_layers = (manifest.get("gpt_config") or {}).get("num_layers")
+    if not isinstance(num_layers, int) or num_layers < 1:
+        return [*problems, "manifest gives no GPT layer count"]
     for name, file_name in GRAPH_FILES.items():
         info = graphs.get(name)
         path = folder / file_name
@@ -684,7 +754,7 @@ def verify_export(
             continue
         names_in = tuple(v.get("name") for v in info.get("inputs", []))
         names_out = tuple(v.get("name") for v in info.get("outputs", []))
-        if (names_in, names_out) != GRAPH_IO[name]:
+        if (names_in, names_out) != graph_io(name, num_layers):
             problems.append(
                 f"{name}: manifest IO {names_in} -> {names_out} is not the expected one"
             )

@@ -38,6 +38,7 @@ the engine manifest.  `tensorrt` is imported only when a build actually runs.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import logging
 import re
@@ -151,6 +152,9 @@ def read_export(export_dir: str | Path) -> ExportInfo:
         raise BuildError(f"{path}: not a usable export manifest ({exc})") from exc
     graphs: dict[str, GraphSpec] = {}
     for name, info in raw_graphs.items():
+        if info.get("cpu_only"):
+            log.info("graph %s is for ONNX Runtime on the CPU only; no engine built", name)
+            continue
         onnx_path = directory / info.get("file", f"{name}.onnx")
         if not onnx_path.is_file():
             raise BuildError(f"graph {name!r}: {onnx_path} is missing; re-run the ONNX export")
@@ -212,9 +216,11 @@ class BuildSettings:
     profiles: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
     builder_optimization_level: int | None = None  # TRT default (3) when None
     timing_cache: bool = True
-    #: Network I/O tensors stored as FP16 in FP16 engines: the KV cache, which
-    #: the decode step reads and writes whole every token (half the traffic).
-    half_io_tensors: tuple[str, ...] = ("keys", "values", "k_cache", "v_cache", "new_k", "new_v")
+    #: Network I/O tensors (shell-style patterns) stored as FP16 in FP16 engines:
+    #: the KV cache, which the decode step reads whole every token (half the traffic).
+    half_io_tensors: tuple[str, ...] = (
+        "keys", "values", "k_cache_*", "v_cache_*", "new_k", "new_v",
+    )  # fmt: skip
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -417,7 +423,8 @@ def build_engine(
         pinned = mark_fp32_layers(network, trt, (*settings.fp32_layer_patterns, *graph.fp32_layers))
         log.info("%s: %d layers pinned to FP32", graph.name, len(pinned))
         for tensor in _io_tensors(network):
-            if tensor.name in settings.half_io_tensors and tensor.dtype == trt.DataType.FLOAT:
+            half = any(fnmatch.fnmatchcase(tensor.name, p) for p in settings.half_io_tensors)
+            if half and tensor.dtype == trt.DataType.FLOAT:
                 tensor.dtype = trt.DataType.HALF
 
     inputs = {}

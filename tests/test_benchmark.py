@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from engines.backends.base import TorchEagerBackend
 from engines.benchmark import (
     RECORD_KEYS,
     WORKLOADS,
     Workload,
     available_backends,
+    backend_by_name,
     format_table,
     measure,
     write_json,
@@ -26,7 +29,9 @@ def test_standard_workloads() -> None:
 def test_backends_report_why() -> None:
     found = {name: (ok, why) for name, ok, why in available_backends()}
     assert found["torch-eager"][0] is True
-    assert set(found) == {"torch-eager", "onnxruntime", "torch-cuda", "tensorrt"}
+    assert set(found) == {"torch-eager", "onnxruntime", "torch-cuda", "tensorrt",
+                          "onnxruntime-int8"}  # fmt: skip
+    assert found["onnxruntime-int8"][0] == found["onnxruntime"][0]
     assert all(why for _, why in found.values())
 
 
@@ -54,3 +59,11 @@ def test_a_record_has_every_figure_and_the_json_exactly_the_keys(
     assert list(data["records"][0]) == list(RECORD_KEYS)
     table = format_table([record])
     assert "torch-eager" in table and "1.00x" in table
+
+
+def test_bench_variant_forces_int8_gpt_weights() -> None:
+    backend = backend_by_name("onnxruntime-int8")
+    assert backend.name == "onnxruntime" and backend.gpt_precision == "int8"
+    assert backend_by_name("onnxruntime").gpt_precision == "auto"
+    with pytest.raises(ValueError, match="unknown backend 'onnx'"):
+        backend_by_name("onnx")

@@ -312,8 +312,8 @@ NETWORKS: dict[str, Any] = {
     ),
     "gpt_decode.onnx": (
         [FakeTensor("token", (1, 1), DataType.INT64), FakeTensor("position", (1,), DataType.INT64),
-         FakeTensor("slot", (1,), DataType.INT64), FakeTensor("k_cache", (2, 1, 4, -1, 16)),
-         FakeTensor("v_cache", (2, 1, 4, -1, 16))],
+         FakeTensor("slot", (1,), DataType.INT64),
+         *(FakeTensor(f"{kind}_cache_{i}", (1, 4, -1, 16)) for i in range(2) for kind in "kv")],
         [FakeTensor("logits"), FakeTensor("new_k"), FakeTensor("new_v")],
         [FakeLayer("/model/ar_predict_layer/MatMul", LayerType.MATRIX_MULTIPLY, (DataType.HALF,))],
     ),
@@ -476,9 +476,9 @@ def _export(tmp_path: Path, names: tuple[str, ...] = ("gpt_prefill", "gpt_decode
         inputs, _, _ = NETWORKS[f"{name}.onnx"]
         shapes = {
             "phone_ids": [1, "num_phones"], "bert": [1, 32, "num_phones"],
-            "prompt": [1, "num_prompt"], "k_cache": [2, 1, 4, "max_len", 16],
-            "v_cache": [2, 1, 4, "max_len", 16], "codes": [1, 1, "num_codes"],
+            "prompt": [1, "num_prompt"], "codes": [1, 1, "num_codes"],
             "text_ids": [1, "num_phones"],
+            **{f"{kind}_cache_{i}": [1, 4, "max_len", 16] for i in range(2) for kind in "kv"},
         }  # fmt: skip
         graphs[name] = {
             "file": f"{name}.onnx",
@@ -503,9 +503,22 @@ def test_read_export_takes_dynamic_axes_from_named_dims(tmp_path: Path) -> None:
     prefill = export.graphs["gpt_prefill"]
     assert prefill.group == "gpt"
     assert prefill.dynamic_axes["bert"] == {2: "num_phones"}
-    assert export.graphs["gpt_decode"].dynamic_axes["k_cache"] == {3: "max_len"}
+    assert export.graphs["gpt_decode"].dynamic_axes["v_cache_1"] == {2: "max_len"}
     assert export.profiles == {"num_prompt": (1, 100, 400)}
     assert export.model_hash and len(export.model_hash) == 64
+
+
+def test_read_export_skips_cpu_only_graphs(tmp_path: Path) -> None:
+    """The 8-bit decode graph uses ONNX Runtime CPU operators: no engine is built from it."""
+    folder = _export(tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "gpt_decode_int8.onnx").write_bytes(b"MatMulNBits")
+    manifest["graphs"]["gpt_decode_int8"] = {
+        "file": "gpt_decode_int8.onnx", "inputs": [], "cpu_only": True,
+    }  # fmt: skip
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert "gpt_decode_int8" not in read_export(folder).graphs
+    assert "gpt_decode" in read_export(folder).graphs
 
 
 def test_profile_shapes_fixed_inputs_need_no_profile() -> None:
@@ -535,7 +548,7 @@ def test_build_sets_fp16_profiles_workspace_precision_and_timing_cache(tmp_path:
     assert profile.shapes["phone_ids"] == ((1, 1), (1, 96), (1, 512))
     assert profile.shapes["bert"] == ((1, 32, 1), (1, 32, 96), (1, 32, 512))
     assert profile.shapes["prompt"] == ((1, 1), (1, 100), (1, 400))  # manifest override
-    assert decode_cfg.profiles[0].shapes["k_cache"][2] == (2, 1, 4, 2600, 16)
+    assert decode_cfg.profiles[0].shapes["k_cache_1"][2] == (1, 4, 2600, 16)
     assert "token" not in decode_cfg.profiles[0].shapes  # static inputs: no profile
 
     # FP32 islands: LayerNorm (type and decomposed by name), softmax, logits; not FFN
@@ -549,7 +562,7 @@ def test_build_sets_fp16_profiles_workspace_precision_and_timing_cache(tmp_path:
     assert layers["/model/h/layers.1/norm2/Shape"].output_types == {}  # int stays int
     # the KV cache crosses the engine boundary in FP16
     decode_net = FakeTrt.networks["gpt_decode"][0]
-    assert [t.dtype for t in decode_net.inputs[3:]] == [DataType.HALF, DataType.HALF]
+    assert [t.dtype for t in decode_net.inputs[3:]] == [DataType.HALF] * 4
 
     # timing cache: created empty, then read back by the second graph, saved to disk
     assert FakeTrt.timing_reads == [b"", b"+timed"]
@@ -743,7 +756,7 @@ def _fake_runtime_trt(engines: dict[bytes, FakeEngine]) -> Any:
 def test_tensorrt_gpt_runtime_binds_torch_tensors_and_matches_eager(
     tiny_model: Text2SemanticModel,
 ) -> None:
-    from engines.onnx_graphs import GPTDecodeGraph, GPTPrefillGraph
+    from engines.onnx_graphs import GPTDecodeGraph, GPTPrefillGraph, cache_input_names
 
     prefill = FakeEngine(
         GPTPrefillGraph(tiny_model), dict.fromkeys(("phone_ids", "bert", "prompt")),
@@ -751,7 +764,7 @@ def test_tensorrt_gpt_runtime_binds_torch_tensors_and_matches_eager(
     )  # fmt: skip
     decode = FakeEngine(
         GPTDecodeGraph(tiny_model),
-        dict.fromkeys(("token", "position", "slot", "k_cache", "v_cache")),
+        dict.fromkeys(("token", "position", "slot", *cache_input_names(TINY.num_layers))),
         dict.fromkeys(("logits", "new_k", "new_v")),
     )  # fmt: skip
     trt = _fake_runtime_trt({b"prefill": prefill, b"decode": decode})
@@ -771,7 +784,7 @@ def test_tensorrt_gpt_runtime_binds_torch_tensors_and_matches_eager(
     torch.testing.assert_close(got.logits, ref.logits, atol=1e-4, rtol=1e-4)
     context = graphs[1].context
     assert set(context.streams) == {1234}  # every launch on the given stream
-    assert context.shapes["k_cache"][3] == phones.numel() + prompt.numel() + 30 - 1
+    assert context.shapes["k_cache_1"] == (1, 4, phones.numel() + prompt.numel() + 30 - 1, 16)
 
 
 def test_trt_graph_checks_inputs_and_preallocated_outputs(tiny_model: Text2SemanticModel) -> None:

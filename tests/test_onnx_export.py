@@ -4,10 +4,12 @@ test_onnxruntime_backend.py."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -31,7 +33,7 @@ from engines.gpt.config import GPTConfig
 from engines.gpt.decoding import generate
 from engines.gpt.model import Text2SemanticModel
 from engines.gpt.sampling import SamplingParams
-from engines.onnx_graphs import TENSORRT_OPS, GPTDecodeGraph, graph_ops
+from engines.onnx_graphs import TENSORRT_OPS, graph_ops
 from engines.sovits.config import SoVITSConfig
 from engines.sovits.synthesizer import SoVITSModel
 from engines.voice_models import VoiceModels
@@ -84,10 +86,13 @@ def test_manifest_records_graphs_io_and_sources(voice: VoiceModels, exported: Pa
     assert manifest["sources"]["gpt"]["sha256"].startswith("weights:")
     assert set(manifest["graphs"]) == set(GRAPH_FILES)
     decode = manifest["graphs"]["gpt_decode"]
-    assert [i["name"] for i in decode["inputs"]] == list(GPTDecodeGraph.input_names)
+    names = [i["name"] for i in decode["inputs"]]
+    caches = ["k_cache_0", "v_cache_0", "k_cache_1", "v_cache_1"]
+    assert names == ["token", "position", "slot", *caches]
+    assert tuple(names) == export_onnx.graph_io("gpt_decode", 2)[0]
     shapes = {i["name"]: i["shape"] for i in decode["inputs"]}
     assert shapes["token"] == [1, 1] and shapes["slot"] == [1]
-    assert shapes["k_cache"] == [2, 1, 4, "max_len", 8]
+    assert shapes["k_cache_0"] == shapes["v_cache_1"] == [1, 4, "max_len", 8]
     outs = {o["name"]: o["shape"] for o in decode["outputs"]}
     assert outs["logits"] == [1, 65] and outs["new_k"] == [2, 1, 4, 1, 8]
     flow = {i["name"]: i["shape"] for i in manifest["graphs"]["sovits_flow_vocoder"]["inputs"]}
@@ -96,8 +101,13 @@ def test_manifest_records_graphs_io_and_sources(voice: VoiceModels, exported: Pa
 
 
 def test_only_tensorrt_operators(exported: Path) -> None:
-    for file_name in GRAPH_FILES.values():
+    """Every graph TensorRT builds from; the int8 decode graph is for ONNX Runtime's CPU EP."""
+    for name, file_name in GRAPH_FILES.items():
         ops = graph_ops(exported / file_name)
+        if name == "gpt_decode_int8":
+            assert ops["com.microsoft::MatMulNBits"] == 4 * 2  # 4 projections x 2 layers
+            assert ops["MatMul"] >= 1  # the logits projection stays FP32
+            continue
         assert set(ops) <= TENSORRT_OPS, f"{file_name}: {sorted(set(ops) - TENSORRT_OPS)}"
         assert "Loop" not in ops and "If" not in ops
 
@@ -129,18 +139,16 @@ def test_bert_export_tiny(tmp_path: Path) -> None:
 def test_static_max_len_decode_graph(voice: VoiceModels, tmp_path: Path) -> None:
     infos = export_gpt(voice.gpt, tmp_path, max_len=24)
     shapes = {i["name"]: i["shape"] for i in infos["gpt_decode"].inputs}
-    assert shapes["k_cache"] == [2, 1, 4, 24, 8]
+    assert shapes["k_cache_0"] == [1, 4, 24, 8]
 
 
-def test_sampled_decoding_matches_eager(voice: VoiceModels, exported: Path) -> None:
-    """Top-k sampling from one seed: same tokens as eager, so the logits agree closely."""
-    runtime = OnnxRuntimeBackend(exported.parent).open_gpt(exported, voice)
+def _sampled_runs(voice: VoiceModels, runtime: Any, prompt_len: int = 6) -> list[Any]:
     gen = torch.Generator().manual_seed(3)
     phones = torch.randint(0, 40, (11,), generator=gen)
     bert = torch.randn(16, 11, generator=gen)
-    prompt = torch.randint(0, 64, (6,), generator=gen)
+    prompt = torch.randint(0, 64, (6,), generator=gen)[:prompt_len]
     params = SamplingParams(top_k=5, top_p=0.9, temperature=0.8, repetition_penalty=1.35)
-    runs = [
+    return [
         generate(
             rt,
             phones,
@@ -153,17 +161,59 @@ def test_sampled_decoding_matches_eager(voice: VoiceModels, exported: Path) -> N
         )
         for rt in (voice.gpt, runtime)
     ]
+
+
+def test_sampled_decoding_matches_eager(voice: VoiceModels, exported: Path) -> None:
+    """Top-k sampling from one seed: same tokens as eager, so the logits agree closely."""
+    backend = OnnxRuntimeBackend(exported.parent, gpt_precision="fp32")
+    runtime = backend.open_gpt(exported, voice)
+    assert runtime.precision == "fp32"
+    runs = _sampled_runs(voice, runtime)
     assert torch.equal(runs[0].tokens, runs[1].tokens)
     assert float((runs[0].logits - runs[1].logits).abs().max()) < 1e-4
     # An empty prompt (P = 0) works as well.
-    empty = torch.zeros(0, dtype=torch.long)
-    a, b = (
-        generate(
-            rt, phones, bert, empty, params, torch.Generator().manual_seed(1), max_new_tokens=5
-        )
-        for rt in (voice.gpt, runtime)
-    )
+    a, b = _sampled_runs(voice, runtime, prompt_len=0)
     assert torch.equal(a.tokens, b.tokens)
+
+
+def test_int8_decode_is_validated_and_used(voice: VoiceModels, exported: Path) -> None:
+    """The build checks the 8-bit graph's greedy tokens; "auto" then uses it on the CPU."""
+    manifest = json.loads((exported / MANIFEST).read_text())
+    verdict = manifest["graphs"]["gpt_decode_int8"]["validation"]
+    assert verdict["passed"] is True, verdict
+    assert 0 < verdict["tokens_compared"] <= 2 * 48 and 0 < verdict["max_logit_diff"] < 0.1
+    runtime = OnnxRuntimeBackend(exported.parent).open_gpt(exported, voice)
+    assert runtime.precision == "int8"
+    runs = _sampled_runs(voice, runtime)
+    assert torch.equal(runs[0].tokens, runs[1].tokens)
+    diff = float((runs[0].logits - runs[1].logits).abs().max())
+    assert 0 < diff < 0.1  # quantised weights: close, not bit-equal
+
+
+def test_failed_int8_verdict_keeps_fp32(voice: VoiceModels, exported: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "voice"
+    shutil.copytree(exported, folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["graphs"]["gpt_decode_int8"]["validation"]["passed"] = False
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    assert OnnxRuntimeBackend(tmp_path).open_gpt(folder, voice).precision == "fp32"
+    with pytest.raises(ValueError, match="gpt_precision 'int4'"):
+        OnnxRuntimeBackend(tmp_path, gpt_precision="int4")
+
+
+def test_int8_check_rejects_a_graph_that_decodes_differently(
+    voice: VoiceModels, exported: Path
+) -> None:
+    """The check is real: another model's weights behind the same graph fail it."""
+    from kiosk_build.quantize_int8 import validate_int8
+
+    other = copy.deepcopy(voice.gpt)
+    with torch.no_grad():
+        other.ar_predict_layer.weight.mul_(-1.0)
+    verdict = validate_int8(
+        other, exported / GRAPH_FILES["gpt_prefill"], exported / GRAPH_FILES["gpt_decode_int8"]
+    )
+    assert verdict["passed"] is False and "tokens differ from step" in verdict["detail"]
 
 
 # ------------------------------------------------------------------ damaged exports

@@ -5,11 +5,16 @@ is missing, stale (other weights, older format) or damaged (truncated file,
 foreign graph) is rebuilt from the loaded models instead of crashing the
 kiosk: export is slow (about a minute per voice) but always possible.
 
-GPT decoding keeps the KV cache in two preallocated torch tensors bound to the
-decode graph by pointer (IO binding): a step passes the caches without any
-copy, the graph returns just the new key/value rows, and the host writes those
-rows into the cache slot (48 KB).  Logits and the rows land in preallocated
-output buffers too, so a step allocates nothing.
+GPT decoding keeps the KV cache in two preallocated torch tensors whose
+per-layer slices are bound to the decode graph by pointer (IO binding): a step
+passes the caches without any copy, the graph returns just the new key/value
+rows, and the host writes those rows into the cache slot (48 KB).  Logits and
+the rows land in preallocated output buffers too, so a step allocates nothing.
+
+On the CPU the decode step runs the 8-bit-weight graph when the build step
+found that it decodes the same greedy tokens as FP32 (`gpt_precision="auto"`,
+see `kiosk_build.quantize_int8`); `gpt_precision="fp32"` always runs FP32, and
+"int8" runs 8-bit weights regardless of the check (with a warning).
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ log = logging.getLogger(__name__)
 
 CPU_EP = "CPUExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
+#: `gpt_precision` values: "auto" = 8-bit weights where the build validated them,
+#: else FP32; "int8" = 8-bit weights even without a passing check (benchmarks,
+#: listening tests); "fp32" = never 8-bit.
+GPT_PRECISIONS = ("auto", "fp32", "int8")
 
 
 #: Where graphs exported on demand are kept, one sub-folder per model pair.
@@ -150,8 +159,9 @@ class OrtDecoderSession:
         bind("in", "token", self._token)
         bind("in", "position", self._position)
         bind("in", "slot", self._slot)
-        bind("in", "k_cache", self.k_cache)
-        bind("in", "v_cache", self.v_cache)
+        for layer in range(self.k_cache.shape[0]):  # layer slices are contiguous views
+            bind("in", f"k_cache_{layer}", self.k_cache[layer])
+            bind("in", f"v_cache_{layer}", self.v_cache[layer])
         bind("out", "logits", self._logits)
         bind("out", "new_k", self._new_k)
         bind("out", "new_v", self._new_v)
@@ -202,16 +212,19 @@ class OrtGPTRuntime:
         providers: Sequence[str] | None = None,
         intra_op_threads: int | None = None,
         static_max_len: int | None = None,
+        precision: str = "fp32",
     ) -> None:
-        from kiosk_build.export_onnx import GRAPH_IO
+        from kiosk_build.export_onnx import graph_io
 
         self.config = config
+        self.precision = precision
         self.providers = choose_providers(providers)
+        layers = config.num_layers
         self.prefill = open_session(
-            prefill_path, GRAPH_IO["gpt_prefill"], self.providers, intra_op_threads
+            prefill_path, graph_io("gpt_prefill", layers), self.providers, intra_op_threads
         )
         self.decode = open_session(
-            decode_path, GRAPH_IO["gpt_decode"], self.providers, intra_op_threads
+            decode_path, graph_io("gpt_decode", layers), self.providers, intra_op_threads
         )
         self.static_max_len = static_max_len
         # Logits go back to the host loop; the cache stays wherever the EP runs.
@@ -250,14 +263,17 @@ class OrtSoVITSRuntime:
         providers: Sequence[str] | None = None,
         intra_op_threads: int | None = None,
     ) -> None:
-        from kiosk_build.export_onnx import GRAPH_IO
+        from kiosk_build.export_onnx import graph_io
 
         self.providers = choose_providers(providers)
         self.encoder = open_session(
-            encoder_path, GRAPH_IO["sovits_encoder"], self.providers, intra_op_threads
+            encoder_path, graph_io("sovits_encoder", 0), self.providers, intra_op_threads
         )
         self.flow_vocoder = open_session(
-            flow_vocoder_path, GRAPH_IO["sovits_flow_vocoder"], self.providers, intra_op_threads
+            flow_vocoder_path,
+            graph_io("sovits_flow_vocoder", 0),
+            self.providers,
+            intra_op_threads,
         )
         #: Channels of the prior latent (the noise input), read from the graph.
         self.noise_channels = int(self.flow_vocoder.get_inputs()[1].shape[1])
@@ -343,11 +359,17 @@ class OnnxRuntimeBackend:
         intra_op_threads: int | None = None,
         providers: Sequence[str] | None = None,
         max_len: int | None = None,
+        gpt_precision: str = "auto",
     ) -> None:
+        if gpt_precision not in GPT_PRECISIONS:
+            raise ValueError(
+                f"gpt_precision {gpt_precision!r} is not one of {', '.join(GPT_PRECISIONS)}"
+            )
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.intra_op_threads = intra_op_threads
         self.preferred_providers = providers
         self.max_len = max_len
+        self.gpt_precision = gpt_precision
 
     def availability(self) -> tuple[bool, str]:
         try:
@@ -383,14 +405,38 @@ class OnnxRuntimeBackend:
         from kiosk_build.export_onnx import GRAPH_FILES, read_manifest
 
         manifest = read_manifest(folder) or {}
+        precision = self.decode_precision(manifest)
+        decode = "gpt_decode_int8" if precision == "int8" else "gpt_decode"
         return OrtGPTRuntime(
             folder / GRAPH_FILES["gpt_prefill"],
-            folder / GRAPH_FILES["gpt_decode"],
+            folder / GRAPH_FILES[decode],
             voice.gpt.config,
             static_max_len=manifest.get("max_len"),
             providers=self.preferred_providers,
             intra_op_threads=self.intra_op_threads,
+            precision=precision,
         )
+
+    def decode_precision(self, manifest: Mapping[str, Any]) -> str:
+        """ "int8" if asked for, or if validated by the build (CPU EP only); else "fp32"."""
+        if self.gpt_precision == "fp32":
+            return "fp32"
+        if choose_providers(self.preferred_providers)[0] != CPU_EP:
+            log.info("GPT decode in FP32: the 8-bit graph is only validated for the CPU EP")
+            return "fp32"
+        graphs = manifest.get("graphs") or {}
+        verdict = (graphs.get("gpt_decode_int8") or {}).get("validation") or {}
+        if self.gpt_precision == "int8":
+            if verdict.get("passed") is not True:
+                log.warning("GPT decode with 8-bit weights as asked, although its greedy-token "
+                            "check did not pass (%s)", verdict.get("detail"))  # fmt: skip
+            return "int8"
+        if verdict.get("passed") is True:
+            log.info("GPT decode with 8-bit weights (%s)", verdict.get("detail", "validated"))
+            return "int8"
+        log.warning("GPT decode in FP32: the 8-bit graph failed its greedy-token check (%s)",
+                    verdict.get("detail", "no verdict recorded"))  # fmt: skip
+        return "fp32"
 
     def open_sovits(self, folder: Path) -> OrtSoVITSRuntime:
         """ORT sessions of the SoVITS graphs (raises if a graph is unusable)."""

@@ -10,10 +10,10 @@ Graph contract: the names of `engines.onnx_graphs` (written by
 
 * `gpt_prefill`: `phone_ids` [1,N], `bert` [1,1024,N], `prompt` [1,P] ->
   `logits` [1,V], `keys`/`values` [L,1,H,N+P,Dh] (copied into the cache).
-* `gpt_decode`: `token` [1,1], `position` [1], `slot` [1], `k_cache`/`v_cache`
-  [L,1,H,S,Dh] (read only) -> `logits` [1,V], `new_k`/`new_v` [L,1,H,1,Dh],
+* `gpt_decode`: `token` [1,1], `position` [1], `slot` [1], `k_cache_<i>`/`v_cache_<i>`
+  [1,H,S,Dh] per layer (read only) -> `logits` [1,V], `new_k`/`new_v` [L,1,H,1,Dh],
   which the host writes at `slot`.  S is the session's cache length (one
-  contiguous cache per utterance; the engine's profile bounds it).
+  contiguous cache per utterance, bound layer by layer; the engine's profile bounds it).
 * `sovits_encoder`: `codes` [1,1,T], `text_ids` [1,N], `ge_text` [1,512,1] ->
   `content` [1,192,2T]; the speed stretch runs in torch between the graphs.
 * `sovits_flow_vocoder`: `content`, `noise` [1,192,T'], `noise_scale` [1],
@@ -177,7 +177,7 @@ class TensorRTGPTRuntime:
         self.dtype = torch.float32
         self.prefill_graph = prefill
         self.decode_graph = decode
-        self.cache_dtype = decode.inputs["k_cache"]
+        self.cache_dtype = decode.inputs["k_cache_0"]
 
     def session(self, max_len: int) -> TensorRTSession:
         return TensorRTSession(self, max_len)
@@ -212,15 +212,11 @@ class TensorRTSession:
         self.token.fill_(token)
         self.position.fill_(position)
         self.slot.fill_(slot)
-        out = self.rt.decode_graph.run(
-            {
-                "token": self.token,
-                "position": self.position,
-                "slot": self.slot,
-                "k_cache": self.keys,
-                "v_cache": self.values,
-            }
-        )
+        feeds = {"token": self.token, "position": self.position, "slot": self.slot}
+        for layer in range(self.keys.shape[0]):  # contiguous per-layer views, no copy
+            feeds[f"k_cache_{layer}"] = self.keys[layer]
+            feeds[f"v_cache_{layer}"] = self.values[layer]
+        out = self.rt.decode_graph.run(feeds)
         # Written after the step: the graph attends the new row on its own.
         self.keys.index_copy_(3, self.slot, out["new_k"].to(self.keys.dtype))
         self.values.index_copy_(3, self.slot, out["new_v"].to(self.values.dtype))

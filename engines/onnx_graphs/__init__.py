@@ -6,7 +6,7 @@ runtimes agree on one definition.  The graphs hold no sampling and no loops:
 the host keeps the decoding loop, the RNG and the KV-cache bookkeeping.
 """
 
-from .gpt import GPTDecodeGraph, GPTPrefillGraph
+from .gpt import GPTDecodeGraph, GPTPrefillGraph, cache_input_names
 from .ops import TENSORRT_OPS, graph_ops
 from .sovits import SoVITSEncoderGraph, SoVITSFlowVocoderGraph, prior_frames
 
@@ -16,6 +16,7 @@ __all__ = [
     "GPTPrefillGraph",
     "SoVITSEncoderGraph",
     "SoVITSFlowVocoderGraph",
+    "cache_input_names",
     "graph_ops",
     "prior_frames",
 ]

@@ -1,6 +1,8 @@
 """GPT graphs: prefill (dynamic lengths) and one decode step over a static KV cache.
 
-Cache layout everywhere: `[layers, 1, heads, max_len, head_dim]`, as `KVCache`.
+Cache layout on the host: `[layers, 1, heads, max_len, head_dim]`, as `KVCache`;
+the decode graph takes it as one `[1, heads, max_len, head_dim]` input per layer
+(contiguous views of the host tensor, bound without a copy).
 
 Design of the decode step.  The graph *reads* the caches and returns only the
 new key/value rows (`[layers, 1, heads, 1, head_dim]`); the host writes those
@@ -72,40 +74,72 @@ class GPTPrefillGraph(nn.Module):
         return m.logits(x[:, -1]), torch.stack(keys), torch.stack(values)
 
 
+def cache_input_names(num_layers: int) -> tuple[str, ...]:
+    """Decode-graph cache inputs, one key and one value tensor per layer, in layer order."""
+    return tuple(f"{kind}_cache_{i}" for i in range(num_layers) for kind in ("k", "v"))
+
+
+def _dense(x: Tensor, linear_weight: Tensor, bias: Tensor | None) -> Tensor:
+    """`x @ W.T + b` as a plain MatMul on a constant (folded) transposed weight.
+
+    A MatMul rather than Gemm, so weight-only quantisers (which rewrite MatMul
+    nodes) see every projection.
+    """
+    out = torch.matmul(x, linear_weight.t())
+    return out if bias is None else out + bias
+
+
 class GPTDecodeGraph(nn.Module):
     """One decode step over a read-only static cache; see the module docstring.
 
     Inputs: `token [1,1]`, `position [1]` (audio position), `slot [1]` (cache
-    slot of this token), `k_cache`, `v_cache` `[layers,1,heads,max_len,head_dim]`.
+    slot of this token), then `k_cache_<i>`, `v_cache_<i>` `[1,heads,max_len,head_dim]`
+    for every layer `i` (one tensor per layer, so no runtime has to split a
+    stacked cache, which costs a full cache copy per step in ONNX Runtime).
     Cache slots `>= slot` are hidden (they hold stale data or nothing yet); the
     token itself is attended through its own new key/value.
     Outputs: `logits [1,V]`, `new_k`, `new_v` `[layers,1,heads,1,head_dim]`.
+
+    The step works on `[1, D]` rows with constant reshapes, which keeps the
+    graph to about thirty nodes per layer.
     """
 
-    input_names = ("token", "position", "slot", "k_cache", "v_cache")
+    scalar_inputs = ("token", "position", "slot")
     output_names = ("logits", "new_k", "new_v")
 
     def __init__(self, model: Text2SemanticModel) -> None:
         super().__init__()
         self.model = model
+        self.input_names = (*self.scalar_inputs, *cache_input_names(model.config.num_layers))
 
     def forward(
-        self, token: Tensor, position: Tensor, slot: Tensor, k_cache: Tensor, v_cache: Tensor
+        self, token: Tensor, position: Tensor, slot: Tensor, *caches: Tensor
     ) -> tuple[Tensor, ...]:
         m = self.model
-        x = m.embed_audio(token, position)
-        max_len = k_cache.shape[3]
+        cfg = m.config
+        heads, head_dim = cfg.num_heads, cfg.head_dim
+        dim = heads * head_dim
+        x = m.embed_audio(token, position).reshape(1, dim)
+        max_len = caches[0].shape[2]
         cols = torch.arange(max_len, device=token.device)
         cache_bias = torch.zeros(max_len, device=token.device).masked_fill(cols >= slot, _HIDDEN)
+        scale = 1.0 / math.sqrt(head_dim)
         new_keys, new_values = [], []
         for i, layer in enumerate(m.h.layers):
-            q, k, v = _qkv(layer, x)
-            scale = 1.0 / math.sqrt(q.shape[-1])
-            cached = torch.matmul(q, k_cache[i].transpose(-2, -1)) * scale + cache_bias
-            own = (q * k).sum(dim=-1, keepdim=True) * scale
+            k_cache, v_cache = caches[2 * i], caches[2 * i + 1]
+            attn = layer.self_attn
+            q, k, v = _dense(x, attn.in_proj_weight, attn.in_proj_bias).split(dim, dim=-1)
+            q = (q * scale).reshape(1, heads, 1, head_dim)
+            k = k.reshape(1, heads, 1, head_dim)
+            v = v.reshape(1, heads, 1, head_dim)
+            cached = torch.matmul(q, k_cache.transpose(-2, -1)) + cache_bias
+            own = (q * k).sum(dim=-1, keepdim=True)
             weights = torch.softmax(torch.cat([cached, own], dim=-1), dim=-1)
-            attended = torch.matmul(weights[..., :max_len], v_cache[i]) + weights[..., max_len:] * v
+            attended = torch.matmul(weights[..., :max_len], v_cache) + weights[..., max_len:] * v
+            out = _dense(attended.reshape(1, dim), attn.out_proj.weight, attn.out_proj.bias)
+            x = layer.norm1(x + out)
+            hidden = F.relu(_dense(x, layer.linear1.weight, layer.linear1.bias))
+            x = layer.norm2(x + _dense(hidden, layer.linear2.weight, layer.linear2.bias))
             new_keys.append(k)
             new_values.append(v)
-            x = _finish_layer(layer, x, attended)
-        return m.logits(x[:, -1]), torch.stack(new_keys), torch.stack(new_values)
+        return m.logits(x), torch.stack(new_keys), torch.stack(new_values)
