@@ -55,6 +55,8 @@ from engines.onnx_graphs import (
 from engines.sovits.synthesizer import SoVITSModel
 from engines.voice_models import VoiceModels, load_voice_models
 
+from .log_levels import quieted
+
 log = logging.getLogger(__name__)
 
 OPSET = 18
@@ -258,9 +260,14 @@ def export_graph(
     tmp = path.with_name(path.name + ".partial")
     started = time.monotonic()
     module.eval()
-    with torch.no_grad(), warnings.catch_warnings():
+    with (
+        torch.no_grad(),
+        warnings.catch_warnings(),
+        quieted("onnx_ir", "onnxscript", "torch.onnx", level=logging.ERROR),
+    ):
         # The TorchScript exporter warns about its own deprecation and about
         # Python-int shape arithmetic it records as constants; both are expected.
+        # The dynamo exporter logs each pass and missing torchvision ops; noise here.
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
             dims: dict[str, Any] = {}
@@ -312,13 +319,7 @@ def export_graph(
     os.replace(tmp, path)
     log.info("exported %s in %.1f s (%.1f MB, %s)", path.name, time.monotonic() - started,
              path.stat().st_size / 1e6, exporter)  # fmt: skip
-    return GraphInfo(
-        name=path.stem,
-        file=path.name,
-        sha256=file_sha256(path),
-        inputs=_value_info(model.graph.input),
-        outputs=_value_info(model.graph.output),
-    )
+    return describe_graph(path)
 
 
 def _check_numerics(

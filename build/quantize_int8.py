@@ -27,6 +27,8 @@ import onnx
 from engines.backends.precision import ValidationCase, compare_greedy, default_validation_cases
 from engines.gpt.model import Text2SemanticModel
 
+from .log_levels import quieted
+
 log = logging.getLogger(__name__)
 
 #: Weights per FP32 scale.  32 is the finest block ONNX Runtime's kernels run fast.
@@ -74,13 +76,8 @@ def quantize_decode_graph(src: str | Path, dst: str | Path) -> int:
         block_size=BLOCK_SIZE, is_symmetric=True, accuracy_level=ACCURACY_LEVEL, bits=8
     )
     quantizer = MatMulNBitsQuantizer(model, nodes_to_exclude=keep_fp32, algo_config=config)
-    chatty = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
-    level = chatty.level
-    chatty.setLevel(logging.WARNING)  # it logs one INFO line per node
-    try:
+    with quieted("onnxruntime.quantization"):  # one INFO line per node otherwise
         quantizer.process()
-    finally:
-        chatty.setLevel(level)
     converted = sum(1 for n in quantizer.model.model.graph.node if n.op_type == "MatMulNBits")
     tmp = dst.with_name(dst.name + ".partial")
     try:

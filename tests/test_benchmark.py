@@ -30,7 +30,7 @@ def test_backends_report_why() -> None:
     found = {name: (ok, why) for name, ok, why in available_backends()}
     assert found["torch-eager"][0] is True
     assert set(found) == {"torch-eager", "onnxruntime", "torch-cuda", "tensorrt",
-                          "onnxruntime-int8"}  # fmt: skip
+                          "onnxruntime-fp32", "onnxruntime-int8"}  # fmt: skip
     assert found["onnxruntime-int8"][0] == found["onnxruntime"][0]
     assert all(why for _, why in found.values())
 
@@ -61,9 +61,10 @@ def test_a_record_has_every_figure_and_the_json_exactly_the_keys(
     assert "torch-eager" in table and "1.00x" in table
 
 
-def test_bench_variant_forces_int8_gpt_weights() -> None:
+def test_bench_variants_pin_the_gpt_precision() -> None:
     backend = backend_by_name("onnxruntime-int8")
     assert backend.name == "onnxruntime" and backend.gpt_precision == "int8"
+    assert backend_by_name("onnxruntime-fp32").gpt_precision == "fp32"
     assert backend_by_name("onnxruntime").gpt_precision == "auto"
     with pytest.raises(ValueError, match="unknown backend 'onnx'"):
         backend_by_name("onnx")

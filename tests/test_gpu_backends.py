@@ -12,6 +12,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from kiosk_build import tensorrt_build
@@ -686,7 +687,7 @@ class FakeEngine:
     def get_tensor_dtype(self, name: str) -> DataType:
         return (
             DataType.INT64
-            if name in ("phone_ids", "prompt", "token", "position", "slot")
+            if name in ("phone_ids", "prompt", "token", "position", "slot", "codes", "text_ids")
             else DataType.FLOAT
         )
 
@@ -707,18 +708,20 @@ class FakeContext:
 
     def set_input_shape(self, name: str, shape: tuple[int, ...]) -> bool:
         self.shapes[name] = tuple(shape)
-        # TensorRT infers output shapes once inputs are set; emulate by running the module.
-        if set(self.shapes) >= set(self.engine.inputs):
+        self._outputs = {}  # output shapes follow the inputs set so far
+        return True
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        # TensorRT infers output shapes from the input shapes; emulate by running the module.
+        if not self._outputs:
             args = [
                 torch.zeros(self.shapes[n], dtype=_dtype(self.engine, n))
                 for n in self.engine.inputs
             ]
             with torch.no_grad():
                 outs = self.engine.module(*args)
+            outs = (outs,) if isinstance(outs, torch.Tensor) else outs
             self._outputs = dict(zip(self.engine.outputs, outs, strict=True))
-        return True
-
-    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
         return tuple(self._outputs[name].shape)
 
     def set_tensor_address(self, name: str, ptr: int) -> None:
@@ -730,6 +733,7 @@ class FakeContext:
                 for n in self.engine.inputs]  # fmt: skip
         with torch.no_grad():
             outs = self.engine.module(*args)
+        outs = (outs,) if isinstance(outs, torch.Tensor) else outs
         for name, value in zip(self.engine.outputs, outs, strict=True):
             _view(self.addresses[name], tuple(value.shape), value.dtype).copy_(value)
         return True
@@ -808,3 +812,79 @@ def test_trt_graph_checks_inputs_and_preallocated_outputs(tiny_model: Text2Seman
     assert out["keys"].shape == (2, 1, 4, phones.numel() + prompt.numel(), 16)
     with pytest.raises(RuntimeError, match="deserialize"):
         TRTGraph(trt, b"stale", device="cpu")
+
+
+# ============================================================ streaming windows
+@pytest.fixture(scope="module")
+def sovits_v2() -> Any:
+    from engines.sovits.synthesizer import SoVITSModel
+
+    torch.manual_seed(0)
+    return SoVITSModel.for_version("v2").eval()
+
+
+def _streamed(sovits: Any, model: Any) -> np.ndarray:
+    """Chunks for a growing 30-token sequence, as the player would receive them."""
+    from engines.sovits.synthesizer import Timbre
+    from engines.streaming import ChunkVocoder, StreamSettings
+
+    gen = torch.Generator().manual_seed(2)
+    tokens = torch.randint(0, 1024, (30,), generator=gen).tolist()
+    text = torch.randint(1, 300, (1, 9), generator=gen)
+    ge = torch.randn(1, 512, 1, generator=gen) * 0.1
+    settings = StreamSettings(first_chunk_tokens=8, chunk_tokens=8)
+    vocoder = ChunkVocoder(sovits, text, Timbre(ge, ge, ge), 0.5,
+                           torch.Generator().manual_seed(4), settings)  # fmt: skip
+    chunks = [vocoder.push(tokens[:n]) for n in (8, 16, 24)]
+    chunks.append(vocoder.push(tokens, final=True))
+    assert all(len(c) for c in chunks)
+    return np.concatenate(chunks)
+
+
+@pytest.mark.slow
+def test_torch_cuda_sovits_streams_windows_like_eager(sovits_v2: Any) -> None:
+    from engines.streaming import supports_windows
+
+    runtime = torch_cuda.TorchSoVITSRuntime(sovits_v2, "cpu", torch.float32)
+    assert supports_windows(runtime)
+    np.testing.assert_allclose(_streamed(runtime, sovits_v2), _streamed(sovits_v2, sovits_v2),
+                               atol=1e-4)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_tensorrt_sovits_streams_through_its_engines_with_torch_fallback(sovits_v2: Any) -> None:
+    """Windows run the encoder and flow+vocoder engines; longer ones than the engines'
+    profile go to the torch runtime, and the audio is the same either way."""
+    from engines.backends.tensorrt_backend import TensorRTSoVITSRuntime
+    from engines.onnx_graphs import SoVITSEncoderGraph, SoVITSFlowVocoderGraph
+    from engines.streaming import supports_windows
+
+    engines = {
+        b"encoder": FakeEngine(SoVITSEncoderGraph(sovits_v2),
+                               dict.fromkeys(("codes", "text_ids", "ge_text")),
+                               dict.fromkeys(("content",))),
+        b"flow": FakeEngine(SoVITSFlowVocoderGraph(sovits_v2),
+                            dict.fromkeys(("content", "noise", "noise_scale", "ge")),
+                            dict.fromkeys(("audio",))),
+    }  # fmt: skip
+    trt = _fake_runtime_trt(engines)
+    encoder, flow = (
+        TRTGraph(trt, data, name, device="cpu", stream_handle=lambda: 7)
+        for data, name in ((b"encoder", "sovits_encoder"), (b"flow", "sovits_flow_vocoder"))
+    )
+    fallback = torch_cuda.TorchSoVITSRuntime(sovits_v2, "cpu", torch.float32)
+    calls: list[str] = []
+    for method in ("content", "render"):
+        original = getattr(fallback, method)
+
+        def counted(*args: Any, _name: str = method, _fn: Any = original) -> Any:
+            calls.append(_name)
+            return _fn(*args)
+
+        setattr(fallback, method, counted)
+    runtime = TensorRTSoVITSRuntime(encoder, flow, 192, fallback, max_frames=40)
+    assert supports_windows(runtime)
+    got = _streamed(runtime, sovits_v2)
+    np.testing.assert_allclose(got, _streamed(sovits_v2, sovits_v2), atol=1e-4)
+    assert encoder.context.streams and flow.context.streams  # the engines ran
+    assert "content" in calls  # 24 and 30 tokens = 48 and 60 frames: over the profile

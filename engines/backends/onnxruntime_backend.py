@@ -418,7 +418,7 @@ class OnnxRuntimeBackend:
         )
 
     def decode_precision(self, manifest: Mapping[str, Any]) -> str:
-        """ "int8" if asked for, or if validated by the build (CPU EP only); else "fp32"."""
+        """Decode weights to run: 8-bit if asked for or validated by the build (CPU EP only)."""
         if self.gpt_precision == "fp32":
             return "fp32"
         if choose_providers(self.preferred_providers)[0] != CPU_EP:

@@ -228,7 +228,8 @@ class TensorRTSoVITSRuntime:
     """SoVITS through the encoder and flow+vocoder engines, speed stretch in torch.
 
     Lengths outside the engines' profiles (very long or very slow speech) go
-    to `fallback`, the torch runtime, instead of failing.
+    to `fallback`, the torch runtime, instead of failing.  `content`/`render`
+    run the same two engines on streaming windows.
     """
 
     def __init__(
@@ -273,6 +274,31 @@ class TensorRTSoVITSRuntime:
                 "noise": noise,
                 "noise_scale": torch.tensor([float(noise_scale)]),
                 "ge": timbre.ge,
+            }
+        )
+        return out["audio"].float().cpu()
+
+    def content(
+        self, codes: torch.Tensor, text_ids: torch.Tensor, ge_text: torch.Tensor
+    ) -> torch.Tensor:
+        """Encoder frames `[1,192,2T]` at speed 1, float32 on the CPU."""
+        if self.max_frames is not None and 2 * codes.shape[-1] > self.max_frames:
+            return self.fallback.content(codes, text_ids, ge_text)
+        out = self.encoder.run({"codes": codes, "text_ids": text_ids, "ge_text": ge_text})
+        return out["content"].float().cpu()
+
+    def render(
+        self, content: torch.Tensor, noise: torch.Tensor, noise_scale: float, ge: torch.Tensor
+    ) -> torch.Tensor:
+        """A window of encoder frames (+ its prior noise) to audio `[1,1,F*640]`."""
+        if self.max_frames is not None and content.shape[-1] > self.max_frames:
+            return self.fallback.render(content, noise, noise_scale, ge)
+        out = self.flow_vocoder.run(
+            {
+                "content": content,
+                "noise": noise,
+                "noise_scale": torch.tensor([float(noise_scale)]),
+                "ge": ge,
             }
         )
         return out["audio"].float().cpu()

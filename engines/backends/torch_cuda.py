@@ -286,7 +286,8 @@ class TorchSoVITSRuntime:
     The prior noise is drawn on the CPU from the caller's generator in float32,
     exactly as the reference draws it, then moved over: same seed, same noise.
     Timbre vectors are computed outside (the reference encoder pools in FP32)
-    and only cast here.
+    and only cast here.  `content`/`render` decode windows for streaming; they
+    take and return float32 CPU tensors like every other runtime.
     """
 
     def __init__(
@@ -324,6 +325,29 @@ class TorchSoVITSRuntime:
         z_p = self.model.sample_prior(m_p, logs_p, noise_scale, noise=noise)
         z = self.model.flow_reverse(z_p, y_mask, ge)
         return self.model.vocode(z, ge).float().cpu()
+
+    def _on_device(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(device=self.device, dtype=self.dtype)
+
+    @torch.inference_mode()
+    def content(
+        self, codes: torch.Tensor, text_ids: torch.Tensor, ge_text: torch.Tensor
+    ) -> torch.Tensor:
+        """Encoder frames `[1,192,2T]` at speed 1 (see `SoVITSModel.content`)."""
+        frames = self.model.content(
+            codes.to(self.device), text_ids.to(self.device), self._on_device(ge_text)
+        )
+        return frames.float().cpu()
+
+    @torch.inference_mode()
+    def render(
+        self, content: torch.Tensor, noise: torch.Tensor, noise_scale: float, ge: torch.Tensor
+    ) -> torch.Tensor:
+        """A window of encoder frames (+ its prior noise) to audio `[1,1,F*640]`."""
+        audio = self.model.render(
+            self._on_device(content), self._on_device(noise), noise_scale, self._on_device(ge)
+        )
+        return audio.float().cpu()
 
 
 # ----------------------------------------------------------------------- backend
