@@ -318,7 +318,7 @@ def measure_text(
 
 def _stage_model(runtime: VoiceRuntime, voice: VoiceModels) -> Any:
     """The windowed SoVITS the chunked vocoder runs: the backend's own when it has one
-    (torch eager, ONNX Runtime), else the torch model."""
+    (all of ours do), else the torch model."""
     return runtime.sovits if supports_windows(runtime.sovits) else voice.sovits
 
 

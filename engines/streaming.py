@@ -62,7 +62,7 @@ class StreamSettings:
 
 
 class StagedSoVITS(Protocol):
-    """A SoVITS runtime that can decode windows: torch `SoVITSModel` and ONNX Runtime do."""
+    """A SoVITS runtime that can decode windows (every backend's runtime does)."""
 
     def content(
         self, codes: torch.Tensor, text_ids: torch.Tensor, ge_text: torch.Tensor
