@@ -181,7 +181,7 @@ def test_int8_decode_is_validated_and_used(voice: VoiceModels, exported: Path) -
     manifest = json.loads((exported / MANIFEST).read_text())
     verdict = manifest["graphs"]["gpt_decode_int8"]["validation"]
     assert verdict["passed"] is True, verdict
-    assert 0 < verdict["tokens_compared"] <= 2 * 48 and 0 < verdict["max_logit_diff"] < 0.1
+    assert 0 < verdict["tokens_compared"] <= 4 * 64 and 0 < verdict["max_logit_diff"] < 0.1
     runtime = OnnxRuntimeBackend(exported.parent).open_gpt(exported, voice)
     assert runtime.precision == "int8"
     runs = _sampled_runs(voice, runtime)
