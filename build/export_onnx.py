@@ -74,10 +74,12 @@ FAMILIES = ("gpt", "sovits")
 GRAPH_FILES: dict[str, str] = {
     "gpt_prefill": "gpt_prefill.onnx",
     "gpt_decode": "gpt_decode.onnx",
-    "gpt_decode_int8": "gpt_decode_int8.onnx",
+    "gpt_decode_int8": "gpt_decode_int8.onnx",  # optional: see OPTIONAL_GRAPHS
     "sovits_encoder": "sovits_encoder.onnx",
     "sovits_flow_vocoder": "sovits_flow_vocoder.onnx",
 }
+#: Graphs an export may lack: without the 8-bit decode graph the voice runs in FP32.
+OPTIONAL_GRAPHS = frozenset({"gpt_decode_int8"})
 #: Expected IO names of the graphs whose IO does not depend on the model size.
 _FIXED_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "gpt_prefill": (GPTPrefillGraph.input_names, GPTPrefillGraph.output_names),
@@ -469,7 +471,10 @@ def export_gpt(
         opset=opset,
         check_args=checks,
     )
-    infos["gpt_decode_int8"] = _int8_decode(model, out, validate=max_len is None)
+    try:
+        infos["gpt_decode_int8"] = _int8_decode(model, out, validate=max_len is None)
+    except ExportError as exc:  # the FP32 graphs above are complete and usable
+        log.warning("%s; this voice will decode in FP32", exc)
     return infos
 
 
@@ -479,7 +484,7 @@ def _int8_decode(model: Text2SemanticModel, out: Path, *, validate: bool) -> Gra
     A static cache length means a GPU build (CUDA-graph capture), where the
     8-bit CPU graph is never used: it is then written but not validated.
     """
-    from kiosk_build.quantize_int8 import NOT_VALIDATED, quantize_decode_graph, validate_int8
+    from kiosk_build.quantize_int8 import not_validated, quantize_decode_graph, validate_int8
 
     started = time.monotonic()
     path = out / GRAPH_FILES["gpt_decode_int8"]
@@ -488,9 +493,10 @@ def _int8_decode(model: Text2SemanticModel, out: Path, *, validate: bool) -> Gra
         verdict = (
             validate_int8(model, out / GRAPH_FILES["gpt_prefill"], path)
             if validate
-            else NOT_VALIDATED
+            else not_validated("static cache length (a GPU build)")
         )
-    except Exception as exc:  # the quantiser raises assorted types; FP32 remains usable
+    except Exception as exc:  # the quantiser and ORT raise assorted types
+        path.unlink(missing_ok=True)
         raise ExportError(f"{path.name}: int8 quantisation failed: {exc}") from exc
     log.info("quantised %s (%d MatMuls) and checked it in %.1f s", path.name, converted,
              time.monotonic() - started)  # fmt: skip
@@ -642,7 +648,8 @@ def export_voice(
             infos = export_sovits(voice.sovits, staging, opset=opset)
             graphs.update({name: info.as_json() for name, info in infos.items()})
         for name, file_name in GRAPH_FILES.items():
-            if name.split("_", 1)[0] not in families:
+            kept = name.split("_", 1)[0] not in families
+            if kept and (name not in OPTIONAL_GRAPHS or name in previous["graphs"]):
                 _link_or_copy(out / file_name, staging / file_name)
                 graphs[name] = previous["graphs"][name]
         manifest = {
@@ -668,7 +675,7 @@ def export_voice(
                 "samples_per_frame": voice.sovits.cfg.samples_per_code // 2,
             },
             "sources": {k: dict(v) for k, v in sources.items()},
-            "graphs": {name: graphs[name] for name in GRAPH_FILES},
+            "graphs": {name: graphs[name] for name in GRAPH_FILES if name in graphs},
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         if out.exists():
@@ -750,6 +757,8 @@ def verify_export(
     for name, file_name in GRAPH_FILES.items():
         info = graphs.get(name)
         path = folder / file_name
+        if info is None and name in OPTIONAL_GRAPHS:
+            continue
         if not isinstance(info, dict) or not path.is_file():
             problems.append(f"{name}: missing")
             continue

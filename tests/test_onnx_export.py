@@ -190,6 +190,30 @@ def test_int8_decode_is_validated_and_used(voice: VoiceModels, exported: Path) -
     assert 0 < diff < 0.1  # quantised weights: close, not bit-equal
 
 
+def test_failed_quantisation_leaves_a_usable_fp32_export(
+    voice: VoiceModels,
+    exported: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from kiosk_build import quantize_int8
+
+    def broken(src: Path, dst: Path) -> int:
+        Path(dst).write_bytes(b"half a graph")
+        raise RuntimeError("quantiser exploded")
+
+    monkeypatch.setattr(quantize_int8, "quantize_decode_graph", broken)
+    folder = tmp_path / "voice"
+    shutil.copytree(exported, folder)
+    manifest = export_onnx.export_voice(voice, folder, families=("gpt",))
+    assert "gpt_decode_int8" not in manifest["graphs"]
+    assert not (folder / GRAPH_FILES["gpt_decode_int8"]).exists()
+    assert "quantiser exploded" in caplog.text and "decode in FP32" in caplog.text
+    assert verify_export(folder, voice_sources(voice)) == []
+    assert OnnxRuntimeBackend(tmp_path).open_gpt(folder, voice).precision == "fp32"
+
+
 def test_failed_int8_verdict_keeps_fp32(voice: VoiceModels, exported: Path, tmp_path: Path) -> None:
     folder = tmp_path / "voice"
     shutil.copytree(exported, folder)
