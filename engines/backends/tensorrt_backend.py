@@ -237,7 +237,7 @@ class TensorRTSoVITSRuntime:
         encoder: TRTGraph,
         flow_vocoder: TRTGraph,
         inter_channels: int,
-        fallback: SoVITSRuntime,
+        fallback: TorchSoVITSRuntime,
         max_frames: int | None = None,
     ) -> None:
         self.encoder = encoder
