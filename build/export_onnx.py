@@ -205,10 +205,15 @@ class GraphInfo:
 
 
 def describe_graph(
-    path: Path, validation: dict[str, Any] | None = None, *, cpu_only: bool = False
+    path: Path,
+    validation: dict[str, Any] | None = None,
+    *,
+    cpu_only: bool = False,
+    model: onnx.ModelProto | None = None,
 ) -> GraphInfo:
-    """The manifest record of a graph file already on disk."""
-    model = onnx.load(str(path), load_external_data=False)
+    """The manifest record of a graph file on disk (`model`: its proto, if loaded already)."""
+    if model is None:
+        model = onnx.load(str(path), load_external_data=False)
     return GraphInfo(
         name=path.stem,
         file=path.name,
@@ -321,7 +326,7 @@ def export_graph(
     os.replace(tmp, path)
     log.info("exported %s in %.1f s (%.1f MB, %s)", path.name, time.monotonic() - started,
              path.stat().st_size / 1e6, exporter)  # fmt: skip
-    return describe_graph(path)
+    return describe_graph(path, model=model)
 
 
 def _check_numerics(

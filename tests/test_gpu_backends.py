@@ -888,3 +888,15 @@ def test_tensorrt_sovits_streams_through_its_engines_with_torch_fallback(sovits_
     np.testing.assert_allclose(got, _streamed(sovits_v2, sovits_v2), atol=1e-4)
     assert encoder.context.streams and flow.context.streams  # the engines ran
     assert "content" in calls  # 24 and 30 tokens = 48 and 60 frames: over the profile
+    # A whole short utterance (20 frames) runs on the engines alone, seeded like eager.
+    from engines.sovits.synthesizer import Timbre
+
+    calls.clear()
+    codes, text = torch.randint(0, 1024, (1, 1, 10)), torch.randint(1, 300, (1, 7))
+    ge = torch.randn(1, 512, 1) * 0.1
+    timbre = Timbre(ge, ge, ge)
+    got = runtime.decode(codes, text, timbre, 1.0, 0.5, torch.Generator().manual_seed(9))
+    with torch.inference_mode():
+        want = sovits_v2.decode(codes, text, timbre, 1.0, 0.5, torch.Generator().manual_seed(9))
+    assert calls == []
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)

@@ -31,7 +31,7 @@ import torch
 
 from engines.backends.base import VoiceRuntime
 from engines.gpt.config import GPTConfig
-from engines.onnx_graphs.sovits import prior_frames, stretch_content
+from engines.onnx_graphs.sovits import decode_staged
 from engines.sovits.synthesizer import Timbre
 from engines.voice_models import VoiceModels
 
@@ -316,26 +316,9 @@ class OrtSoVITSRuntime:
         noise_scale: float = 0.5,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        content = self.content(codes, text_ids, timbre.ge_text).numpy()
-        if speed != 1:
-            content = stretch_content(torch.from_numpy(content), speed).numpy()
-        frames = content.shape[-1]
-        assert frames == prior_frames(codes.shape[-1], speed)
-        shape = (1, self.noise_channels, frames)
-        if noise_scale == 0:
-            noise = np.zeros(shape, dtype=np.float32)
-        else:
-            noise = torch.randn(shape, generator=generator, dtype=torch.float32).numpy()
-        (audio,) = self.flow_vocoder.run(
-            None,
-            {
-                "content": np.ascontiguousarray(content, dtype=np.float32),
-                "noise": noise,
-                "noise_scale": np.array([noise_scale], dtype=np.float32),
-                "ge": _np(timbre.ge, np.float32),
-            },
+        return decode_staged(
+            self, codes, text_ids, timbre, speed, noise_scale, generator, self.noise_channels
         )
-        return torch.from_numpy(audio)
 
 
 # =============================================================================== backend

@@ -34,8 +34,8 @@ import torch
 
 from engines.gpt.config import GPTConfig
 from engines.gpt.model import Text2SemanticModel
+from engines.onnx_graphs.sovits import decode_staged, prior_frames
 from engines.sovits.synthesizer import Timbre
-from engines.sovits.text_encoder import stretch_frames
 from engines.voice_models import VoiceModels
 
 from .base import SoVITSRuntime, VoiceRuntime
@@ -255,28 +255,12 @@ class TensorRTSoVITSRuntime:
         noise_scale: float = 0.5,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        frames = 2 * codes.shape[-1] if speed == 1 else int(2 * codes.shape[-1] / speed) + 1
+        frames = prior_frames(codes.shape[-1], speed)
         if self.max_frames is not None and frames > self.max_frames:
             return self.fallback.decode(codes, text_ids, timbre, speed, noise_scale, generator)
-        content = self.encoder.run(
-            {"codes": codes, "text_ids": text_ids, "ge_text": timbre.ge_text}
-        )["content"]
-        if speed != 1:
-            content = stretch_frames(content.float(), speed)
-        shape = (1, self.inter_channels, content.shape[-1])
-        if noise_scale == 0:
-            noise = torch.zeros(shape)
-        else:  # drawn as the reference draws it: on the CPU, float32, same generator
-            noise = torch.randn(shape, generator=generator, dtype=torch.float32)
-        out = self.flow_vocoder.run(
-            {
-                "content": content,
-                "noise": noise,
-                "noise_scale": torch.tensor([float(noise_scale)]),
-                "ge": timbre.ge,
-            }
+        return decode_staged(
+            self, codes, text_ids, timbre, speed, noise_scale, generator, self.inter_channels
         )
-        return out["audio"].float().cpu()
 
     def content(
         self, codes: torch.Tensor, text_ids: torch.Tensor, ge_text: torch.Tensor

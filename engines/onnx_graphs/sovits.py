@@ -13,11 +13,16 @@ host draws it from the caller's generator exactly as eager torch does.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
-from engines.sovits.synthesizer import SoVITSModel
+from engines.sovits.synthesizer import SoVITSModel, Timbre
 from engines.sovits.text_encoder import stretch_frames
+
+if TYPE_CHECKING:
+    from engines.streaming import StagedSoVITS
 
 
 def prior_frames(num_codes: int, speed: float) -> int:
@@ -68,3 +73,31 @@ class SoVITSFlowVocoderGraph(nn.Module):
 def stretch_content(content: Tensor, speed: float) -> Tensor:
     """The host-side speed change between the two graphs (eager's own function)."""
     return stretch_frames(content, speed)
+
+
+def decode_staged(
+    runtime: StagedSoVITS,
+    codes: Tensor,
+    text_ids: Tensor,
+    timbre: Timbre,
+    speed: float,
+    noise_scale: float,
+    generator: torch.Generator | None,
+    noise_channels: int,
+) -> Tensor:
+    """A whole utterance through the two graphs, with the host work between them.
+
+    The prior noise is drawn on the CPU in float32 from the caller's generator
+    with the very call eager torch makes (`randn` of the prior's shape), and not
+    at all for noise_scale 0, so every backend consumes the generator alike.
+    """
+    content = runtime.content(codes, text_ids, timbre.ge_text)
+    if speed != 1:
+        content = stretch_content(content.float(), speed)
+    assert content.shape[-1] == prior_frames(codes.shape[-1], speed)
+    shape = (1, noise_channels, content.shape[-1])
+    if noise_scale == 0:
+        noise = torch.zeros(shape)
+    else:
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32)
+    return runtime.render(content, noise, noise_scale, timbre.ge)
