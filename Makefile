@@ -5,7 +5,6 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-SHARED ?= ../shared
 APT_PACKAGES := alsa-utils
 
 .PHONY: all venv apt test lint compat demo bench clean
@@ -37,7 +36,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 
 compat: venv
-	$(VENV)/bin/kiosk compat-check $(SHARED)/compat
+	$(VENV)/bin/kiosk compat-check tests/golden
 
 demo: venv
 	$(VENV)/bin/kiosk demo --out out/demo

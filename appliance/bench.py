@@ -1,4 +1,4 @@
-"""`kiosk bench` / `make bench`: the benchmark table (see `engines.benchmark`)."""
+"""`kiosk bench` / `make bench`: the benchmark table (see `devtools.benchmark`)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from engines.benchmark import (
+    from devtools.benchmark import (
         BENCH_MODELS,
         WORKLOADS,
         available_backends,

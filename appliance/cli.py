@@ -18,7 +18,7 @@ log = logging.getLogger("kiosk")
 
 
 def _compat_check(args: argparse.Namespace) -> int:
-    from engines.compat.check import KINDS, compat_check
+    from devtools.compat.check import KINDS, compat_check
 
     kinds = args.only.split(",") if args.only else list(KINDS)
     unknown = sorted(set(kinds) - set(KINDS))

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import torch
 
-from engines.formula_weights import named_rng
+from devtools.formula_weights import named_rng
 from engines.gpt.sampling import SamplingParams
 from engines.sovits.spectrogram import reference_spectrogram
 from engines.synthesis import SynthesisOptions, VoicePrompt, synthesize_segments
 from engines.text.frontend import TextFrontend
 from engines.voice_models import load_voice_models
 from engines.wav_io import SAMPLE_RATE, read_wav, write_wav
-from provisioning.demo_voice import UNTRAINED_NOTICE, write_demo_voice
+from devtools.demo_voice import UNTRAINED_NOTICE, write_demo_voice
 
 log = logging.getLogger(__name__)
 

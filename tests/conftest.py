@@ -9,9 +9,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-#: CI and developers keep the golden data in `../shared` beside the checkout.
-SHARED = REPO.parent / "shared"
-COMPAT = SHARED / "compat"
+#: The public golden set of the reference implementation (see its README).
+COMPAT = REPO / "tests" / "golden"
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +25,13 @@ def one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def compat_dir() -> Path:
-    if not (COMPAT / "keys_shapes.json").is_file():
-        pytest.skip("golden data ../shared/compat is not present beside the checkout")
     return COMPAT
 
 
 @pytest.fixture(scope="session")
 def demo_voice_files(tmp_path_factory: pytest.TempPathFactory):
     """The demo voice's official-format files, written once per test session."""
-    from provisioning.demo_voice import write_demo_voice
+    from devtools.demo_voice import write_demo_voice
 
     return write_demo_voice(tmp_path_factory.mktemp("demo-voice"))
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from engines.backends.base import TorchEagerBackend
-from engines.benchmark import (
+from devtools.benchmark import (
     RECORD_KEYS,
     WORKLOADS,
     Workload,

@@ -23,7 +23,7 @@ from engines.checkpoint_reader import (
     load_sovits_checkpoint,
     read_container,
 )
-from engines.checkpoint_writer import save_gpt_checkpoint, save_sovits_checkpoint
+from devtools.checkpoint_writer import save_gpt_checkpoint, save_sovits_checkpoint
 from engines.gpt.config import GPTConfig
 
 

@@ -1,4 +1,4 @@
-"""`kiosk compat-check` on the shared golden set and on folders made from it."""
+"""`kiosk compat-check` on the golden set in tests/golden/ and on folders made from it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list[str]
     return code, capsys.readouterr().out.strip().splitlines()
 
 
-def test_every_case_of_the_shared_set_matches(
+def test_every_case_of_the_golden_set_matches(
     compat_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, lines = _run(capsys, str(compat_dir))

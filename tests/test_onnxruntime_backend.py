@@ -29,13 +29,13 @@ from engines.backends.onnxruntime_backend import (
     OrtSoVITSRuntime,
     physical_cores,
 )
-from engines.compat.golden_set import ModelBank
+from devtools.compat.golden_set import ModelBank
 from engines.gpt.decoding import generate
 from engines.gpt.runtime import TorchSession
 from engines.gpt.sampling import SamplingParams
 from engines.streaming import ChunkVocoder, StreamSettings
 
-COMPAT = Path(__file__).resolve().parents[2] / "shared" / "compat"
+COMPAT = Path(__file__).resolve().parent / "golden"
 SEED = 1
 GOLDEN_PARAMS = SamplingParams(top_k=1, top_p=1.0, temperature=1.0, repetition_penalty=1.35)
 #: ORT vs torch/golden logits: observed <= 3.1e-6 (same float32 algorithms, other order).
@@ -45,13 +45,7 @@ ATOL_INT8 = 0.15
 #: ORT vs golden audio: observed <= 1.5e-6; the README's same-algorithm tolerance.
 ATOL_AUDIO = 1e-4
 
-pytestmark = [
-    pytest.mark.skipif(
-        not (COMPAT / "keys_shapes.json").is_file(),
-        reason="golden data ../shared/compat not found",
-    ),
-    pytest.mark.usefixtures("one_torch_thread"),
-]
+pytestmark = [pytest.mark.usefixtures("one_torch_thread")]
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
+from devtools.formula_weights import formula_speaker_state_dict
 from engines.speaker import (
     OFFICIAL_FILENAME,
     SpeakerCheckpointError,
     SpeakerEncoder,
-    formula_speaker_state_dict,
     kaldi_fbank,
     load_speaker_encoder,
     mel_filterbank,

@@ -19,13 +19,11 @@ from engines.text.lexicon import Lexicon
 from engines.text.symbols import phones_to_ids, symbol_ids
 
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "compat" / "text_frontend.json"
+GOLDEN = Path(__file__).resolve().parent / "golden" / "text_frontend.json"
 
 
 def _golden_items() -> list[tuple[str, str, str, dict]]:
     """(case id, text, version, expected) for en cases and en segments of mixed cases."""
-    if not GOLDEN.exists():
-        return []
     items = []
     for case in json.loads(GOLDEN.read_text("utf-8"))["cases"]:
         if case["kind"] == "en":
@@ -40,7 +38,6 @@ def _golden_items() -> list[tuple[str, str, str, dict]]:
 GOLDEN_ITEMS = _golden_items()
 
 
-@pytest.mark.skipif(not GOLDEN_ITEMS, reason="shared golden data not present")
 @pytest.mark.parametrize(("case_id", "text", "version", "expected"), GOLDEN_ITEMS)
 def test_golden(case_id: str, text: str, version: str, expected: dict) -> None:
     result = english_g2p(text, version)
@@ -51,8 +48,6 @@ def test_golden(case_id: str, text: str, version: str, expected: dict) -> None:
 
 
 def test_golden_counts() -> None:
-    if not GOLDEN_ITEMS:
-        pytest.skip("shared golden data not present")
     assert sum(1 for i in GOLDEN_ITEMS if "/" not in i[0]) == 16  # 8 en cases x (v2, v1)
     assert sum(1 for i in GOLDEN_ITEMS if "/" in i[0]) == 9
 

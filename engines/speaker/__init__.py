@@ -12,7 +12,6 @@ from .fbank import kaldi_fbank, mel_filterbank, num_frames
 from .loading import (
     OFFICIAL_FILENAME,
     SpeakerCheckpointError,
-    formula_speaker_state_dict,
     load_speaker_encoder,
     official_key_shapes,
     save_speaker_checkpoint,
@@ -24,7 +23,6 @@ __all__ = [
     "ERes2NetV2Config",
     "SpeakerCheckpointError",
     "SpeakerEncoder",
-    "formula_speaker_state_dict",
     "kaldi_fbank",
     "load_speaker_encoder",
     "mel_filterbank",

@@ -24,7 +24,6 @@ import torch
 from torch import Tensor
 
 from engines.checkpoint_reader import CheckpointError
-from engines.formula_weights import formula_array
 
 from .eres2netv2 import ERes2NetV2Config, SpeakerEncoder
 
@@ -145,22 +144,3 @@ def save_speaker_checkpoint(path: str | Path, state_dict: Mapping[str, Tensor]) 
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(out, path)
     return path
-
-
-def formula_speaker_state_dict(seed: int) -> dict[str, Tensor]:
-    """Deterministic stand-in weights (the project's formula rule) for tests and demos.
-
-    Two departures from the plain rule, both to keep BatchNorm meaningful:
-    running variances (which the rule would draw from N(0, 1), negatives included)
-    get `1 + 0.05 x`, like gains; the integer batch counters stay 0.
-    """
-    out: dict[str, Tensor] = {}
-    for key, shape in official_key_shapes().items():
-        if key.endswith(_COUNTER_SUFFIX):
-            out[key] = torch.zeros((), dtype=torch.long)
-            continue
-        value = formula_array(key, shape, seed)
-        if key.endswith(".running_var"):
-            value = (1.0 + 0.05 * value.astype(np.float64)).astype(np.float32)
-        out[key] = torch.from_numpy(value)
-    return out

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.compat.comparison import Verdict
-from engines.formula_weights import formula_state_dict
+from devtools.compat.comparison import Verdict
+from devtools.formula_weights import formula_state_dict
 from engines.gpt.config import GPTConfig
 from engines.gpt.model import Text2SemanticModel
 from engines.sovits.synthesizer import SoVITSModel

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.compat.cases import gpt_cases, sovits_cases, text_cases, weight_cases
-from engines.compat.comparison import Verdict
-from engines.compat.golden_set import Case, GoldenSetError, ModelBank, golden_files
+from devtools.compat.cases import gpt_cases, sovits_cases, text_cases, weight_cases
+from devtools.compat.comparison import Verdict
+from devtools.compat.golden_set import Case, GoldenSetError, ModelBank, golden_files
 
 KINDS = ("weights", "gpt", "sovits", "text")
 

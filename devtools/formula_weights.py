@@ -14,6 +14,9 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
+from torch import Tensor
+
+from engines.speaker.loading import official_key_shapes
 
 
 def named_rng(seed: int, name: str) -> np.random.Generator:
@@ -64,3 +67,22 @@ def formula_array(key: str, shape: Iterable[int], seed: int) -> np.ndarray:
 def formula_state_dict(shapes: Mapping[str, Iterable[int]], seed: int) -> dict[str, torch.Tensor]:
     """A float32 state dict with a formula value for every `key -> shape`."""
     return {k: torch.from_numpy(formula_array(k, s, seed)) for k, s in shapes.items()}
+
+
+def formula_speaker_state_dict(seed: int) -> dict[str, Tensor]:
+    """Deterministic stand-in weights (the project's formula rule) for tests and demos.
+
+    Two departures from the plain rule, both to keep BatchNorm meaningful:
+    running variances (which the rule would draw from N(0, 1), negatives included)
+    get `1 + 0.05 x`, like gains; the integer batch counters stay 0.
+    """
+    out: dict[str, Tensor] = {}
+    for key, shape in official_key_shapes().items():
+        if key.endswith(".num_batches_tracked"):
+            out[key] = torch.zeros((), dtype=torch.long)
+            continue
+        value = formula_array(key, shape, seed)
+        if key.endswith(".running_var"):
+            value = (1.0 + 0.05 * value.astype(np.float64)).astype(np.float32)
+        out[key] = torch.from_numpy(value)
+    return out

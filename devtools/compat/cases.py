@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engines.compat.comparison import (
+from devtools.compat.comparison import (
     ATOL_AUDIO,
     ATOL_FEATURES,
     ATOL_LOGITS,
@@ -29,7 +29,7 @@ from engines.compat.comparison import (
     combine,
     equal,
 )
-from engines.compat.golden_set import (
+from devtools.compat.golden_set import (
     GOLDEN_FILE,
     Case,
     GoldenSetError,
@@ -37,7 +37,7 @@ from engines.compat.golden_set import (
     call_arguments,
     read_npz,
 )
-from engines.formula_weights import formula_array
+from devtools.formula_weights import formula_array
 from engines.gpt.decoding import generate
 from engines.gpt.sampling import SamplingParams
 from engines.sovits.spectrogram import reference_spectrogram

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.checkpoint_writer import save_gpt_checkpoint, save_sovits_checkpoint
-from engines.formula_weights import formula_state_dict, named_rng
+from devtools.checkpoint_writer import save_gpt_checkpoint, save_sovits_checkpoint
+from devtools.formula_weights import formula_state_dict, named_rng
 from engines.gpt.config import GPTConfig
 from engines.gpt.model import Text2SemanticModel
 from engines.sovits.synthesizer import SoVITSModel

@@ -31,7 +31,7 @@ import torch
 
 from engines.backends.base import Backend, VoiceRuntime
 from engines.backends.selection import BACKEND_ORDER, DEFAULT_FACTORIES
-from engines.formula_weights import formula_state_dict, named_rng
+from devtools.formula_weights import formula_state_dict, named_rng
 from engines.gpt.config import GPTConfig
 from engines.gpt.decoding import generate
 from engines.gpt.model import Text2SemanticModel
