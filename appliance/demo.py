@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from devtools.demo_voice import UNTRAINED_NOTICE, write_demo_voice
 from devtools.formula_weights import named_rng
 from engines.gpt.sampling import SamplingParams
 from engines.sovits.spectrogram import reference_spectrogram
@@ -25,7 +26,6 @@ from engines.synthesis import SynthesisOptions, VoicePrompt, synthesize_segments
 from engines.text.frontend import TextFrontend
 from engines.voice_models import load_voice_models
 from engines.wav_io import SAMPLE_RATE, read_wav, write_wav
-from devtools.demo_voice import UNTRAINED_NOTICE, write_demo_voice
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from devtools.formula_weights import formula_state_dict, named_rng
 from engines.backends.base import Backend, VoiceRuntime
 from engines.backends.selection import BACKEND_ORDER, DEFAULT_FACTORIES
-from devtools.formula_weights import formula_state_dict, named_rng
 from engines.gpt.config import GPTConfig
 from engines.gpt.decoding import generate
 from engines.gpt.model import Text2SemanticModel

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from engines.backends.base import TorchEagerBackend
 from devtools.benchmark import (
     RECORD_KEYS,
     WORKLOADS,
@@ -18,6 +17,7 @@ from devtools.benchmark import (
     measure,
     write_json,
 )
+from engines.backends.base import TorchEagerBackend
 
 
 def test_standard_workloads() -> None:

@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from devtools.checkpoint_writer import save_gpt_checkpoint, save_sovits_checkpoint
 from engines.checkpoint_reader import (
     CheckpointError,
     load_gpt_checkpoint,
     load_sovits_checkpoint,
     read_container,
 )
-from devtools.checkpoint_writer import save_gpt_checkpoint, save_sovits_checkpoint
 from engines.gpt.config import GPTConfig
 
 

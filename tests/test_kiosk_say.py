@@ -21,14 +21,13 @@ from transformers import BertConfig, BertModel, BertTokenizerFast, HubertConfig,
 
 from appliance.cli import main
 from devtools.checkpoint_writer import save_gpt_checkpoint, save_sovits_checkpoint
-from devtools.formula_weights import formula_state_dict
+from devtools.demo_voice import reference_tone
+from devtools.formula_weights import formula_speaker_state_dict, formula_state_dict
 from engines.gpt.config import GPTConfig
 from engines.gpt.model import Text2SemanticModel
 from engines.sovits.synthesizer import SoVITSModel
-from devtools.formula_weights import formula_speaker_state_dict
 from engines.speaker import save_speaker_checkpoint
 from engines.wav_io import write_wav
-from devtools.demo_voice import reference_tone
 
 HANZI = "欢迎来到博物馆这首歌是外婆年轻时候唱的我们一起听吧山水人家春天花开了"
 

@@ -23,13 +23,13 @@ from kiosk_build.export_onnx import (
     weights_sha256,
 )
 
+from devtools.compat.golden_set import ModelBank
 from engines.backends.onnxruntime_backend import (
     OnnxRuntimeBackend,
     OrtGPTRuntime,
     OrtSoVITSRuntime,
     physical_cores,
 )
-from devtools.compat.golden_set import ModelBank
 from engines.gpt.decoding import generate
 from engines.gpt.runtime import TorchSession
 from engines.gpt.sampling import SamplingParams

@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from appliance.cli import main
+from devtools.checkpoint_writer import save_gpt_checkpoint, save_sovits_checkpoint
+from devtools.formula_weights import formula_state_dict
 from engines.checkpoint_reader import (
     CheckpointError,
     load_gpt_checkpoint,
     load_sovits_checkpoint,
 )
-from devtools.checkpoint_writer import save_gpt_checkpoint, save_sovits_checkpoint
-from devtools.formula_weights import formula_state_dict
 from engines.gpt.config import GPTConfig
 from engines.gpt.kv_cache import KVCache
 from engines.gpt.model import Text2SemanticModel

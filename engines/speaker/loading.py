@@ -19,7 +19,6 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
