@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rebuild the formula-weight models of a golden folder, run every case and "
         "print one line per case; exit 0 only when every case matches.",
     )
-    check.add_argument("folder", metavar="DIR", help="golden folder (e.g. ../shared/compat)")
+    check.add_argument("folder", metavar="DIR", help="golden folder (e.g. tests/golden)")
     check.add_argument(
         "--only", metavar="KINDS", help="comma-separated kinds to run: weights,gpt,sovits,text"
     )
