@@ -153,6 +153,35 @@ def stream_phones(
     )
 
 
+def iter_segment_pieces(
+    voice: VoiceModels | VoiceRuntime,
+    prompt: VoicePrompt,
+    segments: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    options: SynthesisOptions,
+    stream: StreamSettings | None = None,
+) -> Iterator[tuple[int, bool, np.ndarray]]:
+    """Each segment's audio, then the reference's 0.3 s pause, as tagged pieces.
+
+    Yields (segment index, is pause, samples).  One generator seeded once
+    serves the whole text, so the same seed gives the same audio; yielding
+    piece by piece keeps memory flat for long texts.  With `stream`, each
+    segment comes as several chunks, the first after
+    `stream.first_chunk_tokens` tokens.
+    """
+    generator = torch.Generator().manual_seed(options.seed)
+    for index, (phone_ids, bert) in enumerate(segments):
+        if stream is None:
+            yield (
+                index,
+                False,
+                synthesize_phones(voice, prompt, phone_ids, bert, options, generator),
+            )
+        else:
+            for chunk in stream_phones(voice, prompt, phone_ids, bert, options, generator, stream):
+                yield index, False, chunk
+        yield index, True, np.zeros(PAUSE_SAMPLES, dtype=np.float32)
+
+
 def iter_segment_audio(
     voice: VoiceModels | VoiceRuntime,
     prompt: VoicePrompt,
@@ -160,21 +189,9 @@ def iter_segment_audio(
     options: SynthesisOptions,
     stream: StreamSettings | None = None,
 ) -> Iterator[np.ndarray]:
-    """Audio of each segment, then the reference's 0.3 s pause, one piece at a time.
-
-    One generator seeded once serves the whole text, so the same seed gives
-    the same audio; yielding piece by piece keeps memory flat for long texts.
-    With `stream`, each segment comes as several chunks, the first after
-    `stream.first_chunk_tokens` tokens.
-    """
-    generator = torch.Generator().manual_seed(options.seed)
-    pause = np.zeros(PAUSE_SAMPLES, dtype=np.float32)
-    for phone_ids, bert in segments:
-        if stream is None:
-            yield synthesize_phones(voice, prompt, phone_ids, bert, options, generator)
-        else:
-            yield from stream_phones(voice, prompt, phone_ids, bert, options, generator, stream)
-        yield pause
+    """The samples of `iter_segment_pieces`, untagged."""
+    for _, _, samples in iter_segment_pieces(voice, prompt, segments, options, stream):
+        yield samples
 
 
 def synthesize_segments(
