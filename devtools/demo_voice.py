@@ -11,21 +11,40 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from devtools.checkpoint_writer import save_gpt_checkpoint, save_sovits_checkpoint
 from devtools.formula_weights import formula_state_dict, named_rng
 from engines.gpt.config import GPTConfig
 from engines.gpt.model import Text2SemanticModel
+from engines.sovits.spectrogram import reference_spectrogram
 from engines.sovits.synthesizer import SoVITSModel
-from engines.wav_io import SAMPLE_RATE, write_wav
+from engines.synthesis import VoicePrompt
+from engines.text.frontend import TextFrontend
+from engines.voice_folder import (
+    SpeakDefaults,
+    VoiceFolderError,
+    read_config,
+    write_voice_folder,
+)
+from engines.voice_models import load_voice_models
+from engines.voice_prompt import BERT_DIM
+from engines.wav_io import SAMPLE_RATE, read_wav, write_wav
 
 log = logging.getLogger(__name__)
 
 DEMO_SEED = 2026
+DEMO_VOICE_ID = "demo"
+#: The (notional) transcript of the demo voice's reference clip.
+REFERENCE_TEXT = "这是一段参考录音。"
+#: The untrained model never says EOS: cap it near the pace of real speech
+#: (~12 phones/s at 25 tokens/s, with room to spare).
+DEMO_TOKENS_PER_PHONE = 3
 DEMO_VERSION = "v2"
 UNTRAINED_NOTICE = (
     "Demo voice with untrained, seeded weights: it exercises the full pipeline, "
@@ -88,7 +107,7 @@ def write_demo_voice(folder: Path, seed: int = DEMO_SEED) -> DemoVoice:
     )
     log.info("  SoVITS written: %s", paths.sovits.name)
     write_wav(paths.reference, reference_tone(seed))
-    (folder / "voice.json").write_text(
+    (folder / "about.json").write_text(
         json.dumps(
             {
                 "name": "Demo voice",
@@ -101,3 +120,54 @@ def write_demo_voice(folder: Path, seed: int = DEMO_SEED) -> DemoVoice:
         + "\n"
     )
     return paths
+
+
+def demo_prompt(voice_files: DemoVoice, seed: int = DEMO_SEED) -> VoicePrompt:
+    """The demo voice's prompt without HuBERT or BERT: seeded tokens, zero BERT.
+
+    The timbre is real: the reference clip's spectrogram through the SoVITS
+    model's reference encoder, as for any voice.
+    """
+    models = load_voice_models(voice_files.gpt, voice_files.sovits)
+    clip, rate = read_wav(voice_files.reference)
+    if rate != SAMPLE_RATE:
+        raise ValueError(f"{voice_files.reference}: expected {SAMPLE_RATE} Hz, got {rate}")
+    segment = TextFrontend(models.symbols_version).phones(REFERENCE_TEXT, "zh")
+    with torch.inference_mode():
+        spec = reference_spectrogram(torch.from_numpy(clip.mean(0))[None])
+        timbre = models.sovits.timbre(spec)
+    return VoicePrompt(
+        phone_ids=torch.tensor(segment.phone_ids, dtype=torch.long),
+        bert=torch.zeros(BERT_DIM, len(segment.phone_ids)),
+        semantic_tokens=torch.from_numpy(
+            named_rng(seed, "demo.reference.tokens").integers(0, 1024, 100)
+        ).long(),
+        timbre=timbre,
+    )
+
+
+def write_demo_voice_folder(out: Path, seed: int = DEMO_SEED) -> Path:
+    """The demo voice as a voice folder (reused when one is already there)."""
+    try:
+        config = read_config(out)
+        if config.id == DEMO_VOICE_ID:
+            return out
+    except VoiceFolderError:
+        pass
+    log.info("preparing the demo voice folder in %s", out)
+    with tempfile.TemporaryDirectory(prefix="demo-voice-") as tmp:
+        files = write_demo_voice(Path(tmp), seed)
+        write_voice_folder(
+            out,
+            voice_id=DEMO_VOICE_ID,
+            gpt=files.gpt,
+            sovits=files.sovits,
+            gpt_version=DEMO_VERSION,
+            sovits_version=DEMO_VERSION,
+            prompt=demo_prompt(files, seed),
+            reference_text=REFERENCE_TEXT,
+            text_features="zeros",
+            defaults=SpeakDefaults(max_tokens_per_phone=DEMO_TOKENS_PER_PHONE, seed=0),
+            notice=UNTRAINED_NOTICE,
+        )
+    return out
