@@ -7,8 +7,8 @@ CJK character of U+4E00..U+9FA5 is dropped.  The result is the `norm_text` the
 BERT features are aligned to, so it must match the reference character for
 character, including its oddities (every lowercase "m"/"s" becomes 米/秒 even
 inside English words; "1,234" reads 一,二三四; 3+ digit runs without a measure
-word are read digit by digit with 幺).  The rules run in the reference's order:
-later rules see the output of earlier ones.
+word are read digit by digit with 幺; "25摄氏度" is said 二十五度).  The rules run
+in the reference's order: later rules see the output of earlier ones.
 """
 
 from __future__ import annotations
@@ -115,8 +115,13 @@ _TEMPERATURE = re.compile(r"(-?)(\d+(?:\.\d+)?)(°C|℃|度|摄氏度)")
 
 
 def _say_temperature(m: re.Match[str]) -> str:
-    sign, value, unit = m.groups()
-    return ("零下" if sign else "") + read_number(value) + ("摄氏度" if unit == "摄氏度" else "度")
+    """Every temperature unit is said 度, 摄氏度 included; a minus sign is 零下.
+
+    The reference meant to keep 摄氏度 but compares the wrong capture group, so
+    "25摄氏度" comes out as 二十五度; voices were trained on that, so do the same.
+    """
+    sign, value = m.group(1, 2)
+    return ("零下" if sign else "") + read_number(value) + "度"
 
 
 def _spell_units(sentence: str) -> str:
