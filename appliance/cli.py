@@ -53,7 +53,7 @@ def _inspect(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from appliance.demo import run_demo
 
-    paths = run_demo(Path(args.out), seed=args.seed)
+    paths = run_demo(Path(args.out), seed=args.seed, backend=args.backend)
     print("\n".join(str(p) for p in paths))
     return 0
 
@@ -61,7 +61,16 @@ def _demo(args: argparse.Namespace) -> int:
 def _say(args: argparse.Namespace) -> int:
     from appliance.say import run
 
-    print(run(args))
+    written = run(args)
+    if written is not None:
+        print(written)
+    return 0
+
+
+def _prepare_voice(args: argparse.Namespace) -> int:
+    from appliance.say import run_prepare
+
+    print(run_prepare(args))
     return 0
 
 
@@ -114,14 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     say = sub.add_parser(
         "say",
-        help="synthesise text with a voice's official files into a WAV",
-        description="Load a voice (official GPT .ckpt + SoVITS .pth), analyse its reference "
-        "clip and speak the text into a 32 kHz mono WAV.",
+        help="speak text with a voice into a WAV or the speaker",
+        description="Load a voice (a prepared voice folder, or official GPT .ckpt + SoVITS "
+        ".pth with a reference clip) and speak the text into a 32 kHz mono WAV (-o) or the "
+        "sound card (--play); --stream delivers audio as it is made.",
     )
-    from appliance.say import add_arguments
+    from appliance.say import add_arguments, add_prepare_arguments
 
     add_arguments(say)
     say.set_defaults(func=_say)
+
+    prepare = sub.add_parser(
+        "prepare-voice",
+        help="turn official files + a reference clip into a voice folder",
+        description="Compute the voice's prompt once (HuBERT prompt tokens, reference phones "
+        "and BERT, speaker embedding, timbre) and write a voice folder that boots without "
+        "HuBERT or the speaker model.",
+    )
+    add_prepare_arguments(prepare)
+    prepare.set_defaults(func=_prepare_voice)
 
     bench = sub.add_parser(
         "bench",
@@ -150,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="synthesise a few sentences with the demo voice")
     demo.add_argument("--out", default="out/demo", help="folder for the voice and WAV files")
     demo.add_argument("--seed", type=int, default=0, help="sampling seed (same seed, same audio)")
+    demo.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "torch-eager", "onnxruntime", "torch-cuda", "tensorrt"),
+        help="runtime for the voice (auto: the fastest that works here)",
+    )
     demo.set_defaults(func=_demo)
     return parser
 

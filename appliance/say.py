@@ -1,73 +1,99 @@
-"""`kiosk say`: one voice's official files + a reference clip + text -> a 32 kHz WAV.
+"""`kiosk say`: one voice + text -> a 32 kHz WAV (or the speaker), through `engines.Voice`.
 
-This is the whole offline pipeline a technician can run by hand to hear a
-voice before it is packed: official model files, the pretrained helper models
-from local folders, the text frontend with the voice's lexicon, segment-by-
-segment synthesis written to the WAV as it is produced.
+The voice is either a prepared voice folder (`--voice-folder DIR`, what a box
+boots from: no HuBERT, no speaker model) or the official trainer's files with
+a reference clip (`--gpt --sovits --ref --ref-text`, what a technician tries
+first).  `kiosk prepare-voice` turns the second into the first.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
+import subprocess
 import time
+from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
-from engines.gpt.sampling import SamplingParams
+import numpy as np
+
+from engines.streaming import StreamSettings
 from engines.text.language_split import LANGUAGE_MODES
 from engines.text.segmentation import CUT_METHODS
+from engines.voice import AudioChunk, HelperModels, OfficialFiles, Voice, peak_limited
+from engines.voice_folder import SpeakDefaults, write_voice_folder
+from engines.wav_io import SAMPLE_RATE, WavStreamWriter, float_to_pcm16
 
 log = logging.getLogger(__name__)
 
-#: Standard sub-folders of the pretrained-models folder (as GPT-SoVITS names them).
-HUBERT_FOLDER = "chinese-hubert-base"
-BERT_FOLDER = "chinese-roberta-wwm-ext-large"
-SV_FILE = "sv/pretrained_eres2netv2w24s4ep4.ckpt"
+BACKENDS = ("auto", "torch-eager", "onnxruntime", "torch-cuda", "tensorrt")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+class SayUsageError(ValueError):
+    """Arguments that do not describe one voice (the message says what to give)."""
+
+
+def add_voice_arguments(parser: argparse.ArgumentParser, *, folder: bool = True) -> None:
+    """The options that name a voice: a voice folder, or official files + reference clip."""
     voice = parser.add_argument_group("voice")
-    voice.add_argument("--gpt", required=True, metavar="G.ckpt", help="GPT weights (.ckpt)")
-    voice.add_argument("--sovits", required=True, metavar="S.pth", help="SoVITS weights (.pth)")
-    voice.add_argument("--ref", required=True, metavar="REF.wav", help="reference clip, 3-10 s")
-    voice.add_argument("--ref-text", required=True, help="the words spoken in the clip")
+    if folder:
+        voice.add_argument(
+            "--voice-folder", metavar="DIR", help="a prepared voice folder (kiosk prepare-voice)"
+        )
+    voice.add_argument("--gpt", metavar="G.ckpt", help="official GPT weights (.ckpt)")
+    voice.add_argument("--sovits", metavar="S.pth", help="official SoVITS weights (.pth)")
+    voice.add_argument("--ref", metavar="REF.wav", help="reference clip, 3-10 s")
+    voice.add_argument("--ref-text", help="the words spoken in the clip")
     voice.add_argument("--ref-lang", default="zh", choices=LANGUAGE_MODES)
     voice.add_argument("--lexicon", metavar="FILE", help="custom pronunciations of this voice")
-    text = parser.add_argument_group("text")
-    text.add_argument("--text", required=True, help="what the voice should say")
-    text.add_argument(
-        "--lang",
-        default="zh",
-        choices=LANGUAGE_MODES,
-        help="zh: Mandarin with English words; en: English; auto: detect",
-    )
-    text.add_argument("--cut", default="cut1", choices=CUT_METHODS, help="segmentation method")
-    text.add_argument("-o", "--output", required=True, metavar="OUT.wav")
-    text.add_argument(
-        "--backend",
-        default="auto",
-        choices=("auto", "torch-eager", "onnxruntime", "torch-cuda", "tensorrt"),
-        help="runtime for the voice (auto: the fastest that works here)",
-    )
     models = parser.add_argument_group("pretrained helper models (local folders only)")
     models.add_argument(
         "--pretrained",
         default="pretrained_models",
         metavar="DIR",
-        help=f"folder holding {HUBERT_FOLDER}/, {BERT_FOLDER}/ and {SV_FILE}",
+        help=f"folder holding {HelperModels.HUBERT_FOLDER}/, {HelperModels.BERT_FOLDER}/ "
+        f"and {HelperModels.SV_FILE}",
     )
-    models.add_argument("--hubert", metavar="DIR", help=f"default: DIR/{HUBERT_FOLDER}")
-    models.add_argument("--bert", metavar="DIR", help=f"default: DIR/{BERT_FOLDER}")
-    models.add_argument("--sv", metavar="SV.ckpt", help=f"v2Pro/Plus only; default DIR/{SV_FILE}")
-    sampling = parser.add_argument_group("sampling")
-    defaults = SamplingParams()
-    sampling.add_argument("--seed", type=int, default=0)
-    sampling.add_argument("--top-k", type=int, default=defaults.top_k)
-    sampling.add_argument("--top-p", type=float, default=defaults.top_p)
-    sampling.add_argument("--temperature", type=float, default=defaults.temperature)
-    sampling.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty)
-    sampling.add_argument("--speed", type=float, default=1.0)
-    sampling.add_argument("--noise-scale", type=float, default=0.5)
+    models.add_argument("--hubert", metavar="DIR", help=f"default DIR/{HelperModels.HUBERT_FOLDER}")
+    models.add_argument("--bert", metavar="DIR", help=f"default DIR/{HelperModels.BERT_FOLDER}")
+    models.add_argument("--sv", metavar="SV.ckpt", help=f"default DIR/{HelperModels.SV_FILE}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_voice_arguments(parser)
+    text = parser.add_argument_group("text")
+    text.add_argument("--text", required=True, help="what the voice should say")
+    text.add_argument(
+        "--lang",
+        choices=LANGUAGE_MODES,
+        help="zh: Mandarin with English words; en: English; auto: detect (default: the voice's)",
+    )
+    text.add_argument("--cut", choices=CUT_METHODS, help="segmentation (default: the voice's)")
+    out = parser.add_argument_group("output")
+    out.add_argument("-o", "--output", metavar="OUT.wav", help="write a 16-bit WAV")
+    out.add_argument("--play", action="store_true", help="play on the default sound card")
+    out.add_argument(
+        "--stream",
+        action="store_true",
+        help="write / play as chunks arrive (first audio after a few tokens)",
+    )
+    out.add_argument(
+        "--backend",
+        default="auto",
+        choices=BACKENDS,
+        help="runtime for the voice (auto: the fastest that works here)",
+    )
+    sampling = parser.add_argument_group("sampling (default: the voice's settings)")
+    sampling.add_argument("--seed", type=int)
+    sampling.add_argument("--top-k", type=int)
+    sampling.add_argument("--top-p", type=float)
+    sampling.add_argument("--temperature", type=float)
+    sampling.add_argument("--repetition-penalty", type=float)
+    sampling.add_argument("--speed", type=float)
+    sampling.add_argument("--noise-scale", type=float)
     sampling.add_argument(
         "--max-tokens",
         type=int,
@@ -76,69 +102,199 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> Path:
-    """Synthesise `args.text`; returns the WAV path."""
-    # Heavy imports (transformers, dictionaries) only when a voice is really loaded.
-    from engines.backends.selection import load_voice_runtime
-    from engines.features import BertFeaturizer, HubertEncoder
-    from engines.speaker import load_speaker_encoder
-    from engines.synthesis import SynthesisOptions
-    from engines.text.frontend import TextFrontend
-    from engines.text.lexicon import Lexicon
-    from engines.text_to_speech import TextToSpeech
-    from engines.voice_models import load_voice_models
-    from engines.voice_prompt import build_voice_prompt
-    from engines.wav_io import SAMPLE_RATE, WavStreamWriter
+def helpers_from(args: argparse.Namespace) -> HelperModels:
+    return HelperModels.in_folder(args.pretrained, hubert=args.hubert, bert=args.bert, sv=args.sv)
 
-    options = SynthesisOptions(
-        sampling=SamplingParams(
-            top_k=args.top_k,
-            top_p=args.top_p,
-            temperature=args.temperature,
-            repetition_penalty=args.repetition_penalty,
-        ),
-        speed=args.speed,
-        noise_scale=args.noise_scale,
-        seed=args.seed,
-        max_new_tokens=args.max_tokens,
+
+def official_files_from(args: argparse.Namespace) -> OfficialFiles:
+    missing = [
+        flag
+        for flag, value in (
+            ("--gpt", args.gpt),
+            ("--sovits", args.sovits),
+            ("--ref", args.ref),
+            ("--ref-text", args.ref_text),
+        )
+        if not value
+    ]
+    if missing:
+        raise SayUsageError(
+            f"give {' '.join(missing)} (official files and the reference clip), "
+            "or --voice-folder DIR"
+        )
+    return OfficialFiles(
+        gpt=Path(args.gpt),
+        sovits=Path(args.sovits),
+        reference=Path(args.ref),
+        reference_text=args.ref_text,
+        reference_language=args.ref_lang,
+        lexicon=Path(args.lexicon) if args.lexicon else None,
     )
-    pretrained = Path(args.pretrained)
-    start = time.perf_counter()
-    voice = load_voice_models(args.gpt, args.sovits)
-    lexicon = Lexicon.from_file(args.lexicon) if args.lexicon else None
-    frontend = TextFrontend(voice.symbols_version, lexicon)
-    hubert = HubertEncoder.from_folder(args.hubert or pretrained / HUBERT_FOLDER)
-    bert_dir = Path(args.bert) if args.bert else pretrained / BERT_FOLDER
-    needs_bert = args.bert is not None or bert_dir.is_dir()
-    bert = BertFeaturizer.from_folder(bert_dir) if needs_bert else None
-    speaker = None
-    if voice.sovits.cfg.uses_sv_embedding:
-        speaker = load_speaker_encoder(args.sv or pretrained / SV_FILE)
-    log.info(
-        "models loaded in %.1f s (GPT %s, SoVITS %s)",
-        time.perf_counter() - start,
-        voice.gpt_version,
-        voice.sovits_version,
-    )
-    for item in frontend.uncovered(args.text, args.lang):
-        log.warning("not in any dictionary or the lexicon: %r", item)
-    prompt = build_voice_prompt(
-        voice, frontend, args.ref, args.ref_text, args.ref_lang, hubert, bert, speaker
-    )
-    runtime, selection = load_voice_runtime(voice, args.backend)
-    log.info("backend: %s (%s)", runtime.backend, selection.reason)
-    tts = TextToSpeech(runtime, frontend, prompt, bert)
-    start = time.perf_counter()
-    with WavStreamWriter(args.output) as out:
-        for audio in tts.stream(args.text, args.lang, args.cut, options):
-            out.write(audio)
-    seconds = out.samples / SAMPLE_RATE
+
+
+def load_voice(args: argparse.Namespace) -> Voice:
+    """The voice the arguments name."""
+    helpers = helpers_from(args)
+    folder = getattr(args, "voice_folder", None)
+    if folder:
+        if args.gpt or args.sovits or args.ref:
+            raise SayUsageError("give either --voice-folder or --gpt/--sovits/--ref, not both")
+        return Voice.load(Path(folder), helpers=helpers, backend=args.backend)
+    files = official_files_from(args)
+    defaults = SpeakDefaults(language=args.ref_lang if args.ref_lang != "auto" else "zh")
+    return Voice.load(files, helpers=helpers, backend=args.backend, defaults=defaults)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    names = ("seed", "top_k", "top_p", "temperature", "repetition_penalty", "speed", "noise_scale")
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
+def run(args: argparse.Namespace) -> Path | None:
+    """Speak `args.text`; returns the WAV path (None when only played)."""
+    if not args.output and not args.play:
+        raise SayUsageError("give -o OUT.wav, --play, or both")
+    process_start = time.perf_counter()
+    voice = load_voice(args)
+    try:
+        options = voice.options(**_overrides(args))
+        if args.max_tokens is not None:
+            options = replace(options, max_new_tokens=args.max_tokens)
+        segments = voice.segments(args.text, args.lang, args.cut)
+        for word in voice.uncovered(segments):
+            log.warning("not in any dictionary or the lexicon: %r", word)
+        start = time.perf_counter()
+        chunks = voice.stream(
+            args.text,
+            options=options,
+            segments=segments,
+            streaming=StreamSettings() if args.stream else None,
+        )
+        seconds, first = _deliver(chunks, args, start)
+    finally:
+        voice.close()
     took = time.perf_counter() - start
     log.info(
-        "%.2f s of audio in %.2f s (real-time factor %.2f) -> %s",
+        "%.2f s of audio in %.2f s (real-time factor %.2f); first audio %.0f ms after the "
+        "text, %.0f ms after start%s",
         seconds,
         took,
         took / max(seconds, 1e-9),
-        args.output,
+        (first - start) * 1000,
+        (first - process_start) * 1000,
+        f" -> {args.output}" if args.output else "",
     )
-    return Path(args.output)
+    return Path(args.output) if args.output else None
+
+
+def _deliver(
+    chunks: Iterator[AudioChunk], args: argparse.Namespace, start: float
+) -> tuple[float, float]:
+    """Write and/or play the chunks; returns (audio seconds, time of the first chunk)."""
+    player = _Player() if args.play else None
+    first = start
+    samples = 0
+    try:
+        if args.output and not args.stream:
+            samples, first = write_utterance(chunks, Path(args.output), player)
+        else:
+            writer = WavStreamWriter(args.output) if args.output else None
+            try:
+                for i, chunk in enumerate(chunks):
+                    if i == 0:
+                        first = time.perf_counter()
+                    if writer is not None:
+                        writer.write(chunk.samples)
+                    if player is not None:
+                        player.write(chunk.samples)
+                    samples += chunk.samples.size
+            finally:
+                if writer is not None:
+                    writer.close()
+    finally:
+        if player is not None:
+            player.close()
+    return samples / SAMPLE_RATE, first
+
+
+def write_utterance(
+    chunks: Iterable[AudioChunk], path: Path, player: _Player | None = None
+) -> tuple[int, float]:
+    """Whole segments into a WAV with flat memory: each is peak-limited, converted, appended."""
+    first = time.perf_counter()
+    total = 0
+    with WavStreamWriter(path) as out:
+        for i, chunk in enumerate(chunks):
+            if i == 0:
+                first = time.perf_counter()
+            samples = chunk.samples if chunk.is_pause else peak_limited(chunk.samples)
+            out.write(samples)
+            if player is not None:
+                player.write(samples)
+            total += samples.size
+    return total, first
+
+
+class _Player:
+    """Raw 16-bit PCM into `aplay` as it arrives; silent (with one log line) without a card."""
+
+    def __init__(self) -> None:
+        cards = Path("/proc/asound/cards")
+        has_card = cards.is_file() and "no soundcards" not in cards.read_text()
+        aplay = shutil.which("aplay")
+        self._proc: subprocess.Popen[bytes] | None = None
+        if not (has_card and aplay):
+            log.warning("no sound card or aplay here: nothing is played")
+            return
+        self._proc = subprocess.Popen(
+            [aplay, "-q", "-t", "raw", "-f", "S16_LE", "-c", "1", "-r", str(SAMPLE_RATE)],
+            stdin=subprocess.PIPE,
+        )
+
+    def write(self, samples: np.ndarray) -> None:
+        if self._proc is not None and self._proc.stdin is not None:
+            try:
+                self._proc.stdin.write(float_to_pcm16(samples).tobytes())
+            except BrokenPipeError:
+                log.warning("the player stopped early")
+                self._proc = None
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.stdin is not None:
+            self._proc.stdin.close()
+            self._proc.wait(timeout=600)
+
+
+# --- kiosk prepare-voice ---------------------------------------------------------------
+
+
+def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
+    add_voice_arguments(parser, folder=False)
+    parser.add_argument("--id", required=True, help="the voice's id (letters, digits, - _)")
+    parser.add_argument("--version", type=int, default=1, help="the voice's version number")
+    parser.add_argument("--out", required=True, metavar="DIR", help="the voice folder to write")
+
+
+def run_prepare(args: argparse.Namespace) -> Path:
+    """Official files + reference clip -> a voice folder (prompt precomputed)."""
+    files = official_files_from(args)
+    voice = Voice.load(files, helpers=helpers_from(args), backend="torch-eager")
+    try:
+        out = write_voice_folder(
+            Path(args.out),
+            voice_id=args.id,
+            gpt=files.gpt,
+            sovits=files.sovits,
+            gpt_version=voice.gpt_version,
+            sovits_version=voice.sovits_version,
+            prompt=voice.prompt,
+            reference_text=files.reference_text,
+            reference_language=files.reference_language,
+            lexicon=files.lexicon,
+            version=args.version,
+            defaults=voice.defaults,
+        )
+    finally:
+        voice.close()
+    log.info("voice folder written: %s (%d files)", out, len(os.listdir(out)))
+    return out

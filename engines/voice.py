@@ -18,6 +18,7 @@ second caller waits for the first (up to `wait_seconds`) and then gets a
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import hashlib
 import json
@@ -98,7 +99,7 @@ class Audio:
     """A whole utterance."""
 
     samples: np.ndarray
-    """Mono float32 samples in [-1, 1] (the reference's peak rule is applied)."""
+    """Mono float32 samples in [-1, 1] (each segment peak-limited as the reference does)."""
 
     sample_rate: int
     """Samples per second."""
@@ -201,7 +202,7 @@ def _options_from(defaults: SpeakDefaults) -> SynthesisOptions:
 
 
 def peak_limited(samples: np.ndarray) -> np.ndarray:
-    """The reference's peak rule: an utterance louder than full scale is scaled down whole."""
+    """The reference's peak rule: a segment louder than full scale is scaled down whole."""
     peak = float(np.abs(samples).max()) if samples.size else 0.0
     return (samples / peak).astype(np.float32) if peak > 1.0 else samples
 
@@ -236,6 +237,8 @@ class Voice:
         self.models = models
         self.wait_seconds = wait_seconds
         self.sample_rate = SAMPLE_RATE
+        self.gpt_version = runtime.gpt_version
+        self.sovits_version = runtime.sovits_version
         self._lock = threading.Lock()
 
     # --- loading ----------------------------------------------------------------------
@@ -488,6 +491,8 @@ class Voice:
             ):
                 if pending is not None:
                     yield pending
+                if streaming is None and not is_pause:
+                    samples = peak_limited(samples)  # a whole segment: the rule applies
                 pending = AudioChunk(samples, self.sample_rate, index, is_pause, False)
             if pending is not None:
                 yield replace(pending, is_final=True)
@@ -510,7 +515,7 @@ class Voice:
             )
         ]  # fmt: skip
         samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
-        return Audio(peak_limited(samples), self.sample_rate)
+        return Audio(samples, self.sample_rate)
 
     def _segment_bert(self, segment: PhoneSegment) -> torch.Tensor:
         if self.zero_bert:
@@ -542,6 +547,7 @@ class Voice:
             gc.collect()
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+            release_heap()
         finally:
             self._lock.release()
 
@@ -571,6 +577,21 @@ class _Held:
 
     def __exit__(self, *exc: object) -> None:
         self.voice._lock.release()
+
+
+def release_heap() -> None:
+    """Hand freed heap memory back to the OS (glibc keeps it otherwise).
+
+    Model weights are thousands of separate allocations below glibc's mmap
+    threshold, so after `close()` the process would keep ~1 GB per voice that
+    it no longer uses; a daemon that reloads voices for months must not.
+    """
+    try:
+        libc = ctypes.CDLL(None)
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return
+    trim(0)
 
 
 def _load_bert(path: Path | None) -> BertFeaturizer | None:

@@ -33,7 +33,8 @@ import torch
 
 from engines.durable_files import atomic_write_bytes, fsync_dir
 from engines.sovits.synthesizer import Timbre
-from engines.synthesis import VoicePrompt
+from engines.gpt.sampling import SamplingParams
+from engines.synthesis import SynthesisOptions, VoicePrompt
 
 CONFIG_FILE = "voice.json"
 GPT_FILE = "gpt.ckpt"
@@ -61,7 +62,10 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 
 @dataclass(frozen=True)
 class SpeakDefaults:
-    """How the voice speaks when a caller gives no settings of its own."""
+    """How the voice speaks when a caller gives no settings of its own.
+
+    The sampling and decoding defaults are the library's (the official app's).
+    """
 
     language: str = "zh"
     """Text language mode: zh (Mandarin with English words), en, or auto."""
@@ -69,22 +73,22 @@ class SpeakDefaults:
     cut: str = "cut1"
     """Segmentation method cut0..cut5 (see `engines.text.segmentation`)."""
 
-    top_k: int = 15
+    top_k: int = SamplingParams.top_k
     """GPT sampling: only the k most likely tokens are drawn from."""
 
-    top_p: float = 1.0
+    top_p: float = SamplingParams.top_p
     """GPT sampling: nucleus probability mass."""
 
-    temperature: float = 1.0
+    temperature: float = SamplingParams.temperature
     """GPT sampling temperature (0 = greedy)."""
 
-    repetition_penalty: float = 1.35
+    repetition_penalty: float = SamplingParams.repetition_penalty
     """GPT: penalty on tokens already produced."""
 
-    speed: float = 1.0
+    speed: float = SynthesisOptions.speed
     """Speaking rate; 1.0 is the recording's own pace."""
 
-    noise_scale: float = 0.5
+    noise_scale: float = SynthesisOptions.noise_scale
     """SoVITS prior noise; 0 is deterministic."""
 
     seed: int = 0

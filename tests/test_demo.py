@@ -18,3 +18,4 @@ def test_demo_writes_one_wav_per_sentence(tmp_path: Path, capsys) -> None:
             assert (wav.getframerate(), wav.getnchannels()) == (32000, 1)
             assert wav.getnframes() > 32000 // 4
     assert (tmp_path / "voice" / "voice.json").is_file()
+    assert (tmp_path / "voice" / "prompt.npz").is_file()
