@@ -12,13 +12,16 @@ import logging
 import operator
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
-from transformers import AutoTokenizer, BertModel
 
 from .errors import TextFeatureError
 from .model_folders import ModelSpec, check_folder, load_pretrained, quiet_transformers
+
+if TYPE_CHECKING:  # transformers takes seconds to import: only when a model loads
+    from transformers import BertModel
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ class BertFeaturizer:
         folder = check_folder(path, BERT_SPEC, extra=[TOKENIZER_FILES])
         # The real folder holds a BertForMaskedLM checkpoint; BertModel takes its
         # "bert." weights and ignores the masked-LM head. No pooler is needed.
+        from transformers import AutoTokenizer, BertModel
+
         model = load_pretrained(BertModel, folder, BERT_SPEC, add_pooling_layer=False)
         n_layers = len(model.encoder.layer)
         if n_layers < LAYERS_DROPPED_AFTER_FEATURE:

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from torch import Tensor
-from transformers import HubertModel
 
 from .audio_loading import load_audio
 from .errors import FeatureModelError, ReferenceClipError
 from .model_folders import ModelSpec, check_folder, load_pretrained
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # transformers takes seconds to import: only when a model loads
+    from transformers import HubertModel
+
     from engines.sovits.synthesizer import SoVITSModel
 
 HUBERT_SPEC = ModelSpec(
@@ -85,6 +86,8 @@ class HubertEncoder:
 
         preprocessor_config.json is not needed: its normalisation is not applied.
         """
+        from transformers import HubertModel
+
         folder = check_folder(path, HUBERT_SPEC)
         model = load_pretrained(
             HubertModel, folder, HUBERT_SPEC, allowed_missing=_UNUSED_AT_INFERENCE

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers.utils import logging as hf_logging
 
 from .errors import FeatureModelError
 
@@ -100,6 +99,8 @@ def quiet_transformers() -> Iterator[None]:
     The reports (e.g. the unused masked-LM head of the BERT checkpoint) would
     clutter the kiosk log at every start; real problems are raised instead.
     """
+    from transformers.utils import logging as hf_logging
+
     verbosity = hf_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()

@@ -8,8 +8,10 @@ list) and that need no plugin: no complex STFT, no Loop/If/Scan, no sequence ops
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import onnx
+if TYPE_CHECKING:  # onnx takes a second to import; a booting kiosk never needs it
+    import onnx
 
 #: Standard-domain operators TensorRT 10 parses natively (the subset we can need).
 TENSORRT_OPS: frozenset[str] = frozenset(
@@ -30,6 +32,8 @@ TENSORRT_OPS: frozenset[str] = frozenset(
 
 def graph_ops(model: onnx.ModelProto | str | Path) -> dict[str, int]:
     """`op_type -> count` over the main graph and every subgraph (domain-qualified if custom)."""
+    import onnx
+
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model), load_external_data=False)
     counts: dict[str, int] = {}
