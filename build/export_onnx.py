@@ -1,25 +1,28 @@
 """Build step: export a voice's GPT and SoVITS networks to ONNX graphs plus a manifest.
 
-Output folder layout::
+What the folder holds, how it is verified and what the manifest records is the
+graph contract of the runtime, `engines.onnx_graphs.contract` (file names, IO
+names, manifest format, source hashes).  This module writes such folders:
 
-    manifest.json            what was exported, from what, and how (written last)
-    gpt_prefill.onnx         GPTPrefillGraph
-    gpt_decode.onnx          GPTDecodeGraph (static KV cache, one cache input per layer)
-    gpt_decode_int8.onnx     the same step with 8-bit weights for CPUs, and its
-                             greedy-token verdict against FP32 (`quantize_int8`)
-    sovits_encoder.onnx      SoVITSEncoderGraph
-    sovits_flow_vocoder.onnx SoVITSFlowVocoderGraph
+* `export_gpt`: the prefill and decode-step graphs (TorchScript exporter), then
+  `gpt_decode_int8.onnx`, an 8-bit-weight copy of the decode step for CPUs,
+  with its greedy-token verdict against FP32 (`quantize_int8`); a failed
+  quantisation leaves a usable FP32 export.
+* `export_sovits`: encoder and flow+vocoder, weight norm folded on a copy
+  (dynamo exporter: the TorchScript one produced a wrong encoder).
+* `export_bert`: the shared BERT feature graph.
+* `export_voice`: both families (or one, keeping the other) into a staging
+  folder that replaces the output only when complete; the manifest is written
+  last and records each graph's SHA-256 and IO, the full GPT config, the model
+  versions, the sources' hashes, the graph code's fingerprint (checked by every
+  runtime) and this exporter's own fingerprint (checked by `verify_export`
+  here, so a changed exporter or torch/onnx version re-exports).
 
-The manifest is the commit marker: it is written only after every graph was
-exported and checked, and it records each graph's SHA-256, so a truncated or
-replaced file is detected by `verify_export` before any runtime loads it.
+Every graph is checked by `onnx.checker`, its IO names and ONNX Runtime
+against torch on several input lengths before it is accepted (opset `OPSET`).
+Runtimes get `export_voice` passed in as their exporter for export on demand.
 
-Exporter: torch's TorchScript-based `torch.onnx.export(..., dynamo=False)` at
-opset 17.  The dynamo exporter gives similar graphs but took 3-4x longer on
-the 24-layer GPT (about 50 s vs 15 s per graph on a 2-core CPU); ONNX Runtime's
-optimiser folds the extra shape arithmetic of the TorchScript exporter away.
-
-Run as ``python -m kiosk_build.export_onnx --gpt X.ckpt --sovits Y.pth --out DIR``.
+Run as ``kiosk export-onnx --gpt X.ckpt --sovits Y.pth --out DIR``.
 """
 
 from __future__ import annotations
@@ -51,7 +54,26 @@ from engines.onnx_graphs import (
     SoVITSEncoderGraph,
     SoVITSFlowVocoderGraph,
     cache_input_names,
+    contract,
 )
+from engines.onnx_graphs.contract import (
+    FAMILIES,
+    FORMAT_VERSION,
+    GRAPH_FILES,
+    MANIFEST,
+    OPTIONAL_GRAPHS,
+    Sources,
+    families_of,
+    file_sha256,
+    graph_code_fingerprint,
+    manifest_gpt_config,
+    read_manifest,
+    voice_sources,
+)
+
+# Re-exported: callers of the build step name them from here too.
+from engines.onnx_graphs.contract import graph_io as graph_io
+from engines.onnx_graphs.contract import weights_sha256 as weights_sha256
 from engines.sovits.synthesizer import SoVITSModel
 from engines.voice_models import VoiceModels, load_voice_models
 
@@ -60,9 +82,6 @@ from .log_levels import quieted
 log = logging.getLogger(__name__)
 
 OPSET = 18
-MANIFEST = "manifest.json"
-#: Bump when a graph's definition or IO changes: older exports are then rebuilt.
-FORMAT_VERSION = 2
 #: Exporter per model.  The TorchScript exporter is 3-4x faster on the GPT
 #: (about 15 s vs 50 s per graph here) and its GPT graphs pass every parity check.
 #: On the SoVITS encoder it produced a *wrong* graph (its transpose folding
@@ -70,37 +89,6 @@ FORMAT_VERSION = 2
 #: exporter, which needs no patching of the model either.
 GPT_EXPORTER = "torchscript"
 SOVITS_EXPORTER = "dynamo"
-FAMILIES = ("gpt", "sovits")
-GRAPH_FILES: dict[str, str] = {
-    "gpt_prefill": "gpt_prefill.onnx",
-    "gpt_decode": "gpt_decode.onnx",
-    "gpt_decode_int8": "gpt_decode_int8.onnx",  # optional: see OPTIONAL_GRAPHS
-    "sovits_encoder": "sovits_encoder.onnx",
-    "sovits_flow_vocoder": "sovits_flow_vocoder.onnx",
-}
-#: Graphs an export may lack: without the 8-bit decode graph the voice runs in FP32.
-OPTIONAL_GRAPHS = frozenset({"gpt_decode_int8"})
-#: Expected IO names of the graphs whose IO does not depend on the model size.
-_FIXED_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "gpt_prefill": (GPTPrefillGraph.input_names, GPTPrefillGraph.output_names),
-    "sovits_encoder": (SoVITSEncoderGraph.input_names, SoVITSEncoderGraph.output_names),
-    "sovits_flow_vocoder": (
-        SoVITSFlowVocoderGraph.input_names,
-        SoVITSFlowVocoderGraph.output_names,
-    ),
-}
-
-
-def graph_io(name: str, num_layers: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Expected IO names of graph `name`; a file whose names differ is treated as foreign.
-
-    The decode graphs take one key and one value cache per layer, so their
-    names depend on the GPT's layer count.
-    """
-    if name in ("gpt_decode", "gpt_decode_int8"):
-        inputs = (*GPTDecodeGraph.scalar_inputs, *cache_input_names(num_layers))
-        return inputs, GPTDecodeGraph.output_names
-    return _FIXED_IO[name]
 
 
 class ExportError(RuntimeError):
@@ -108,68 +96,19 @@ class ExportError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- hashing
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 of a file, streamed (model files are hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def weights_sha256(module: nn.Module) -> str:
-    """Fingerprint of a loaded model: names, dtypes, shapes and bytes of its state dict.
-
-    Used when the official files are not at hand (a `VoiceModels` built in
-    memory); two models with the same fingerprint export to the same graphs.
-    """
-    digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        t = tensor.detach().contiguous().cpu()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
-
-
-def voice_sources(
-    voice: VoiceModels,
-    gpt_path: str | Path | None = None,
-    sovits_path: str | Path | None = None,
-) -> dict[str, dict[str, str]]:
-    """The `sources` block of a manifest: versions and the hashes that key the export.
-
-    With official files, their SHA-256 is the key (what the brief's provisioning
-    tracks); without, the weights fingerprint is.
-    """
-    out: dict[str, dict[str, str]] = {}
-    for family, model, version, path in (
-        ("gpt", voice.gpt, voice.gpt_version, gpt_path),
-        ("sovits", voice.sovits, voice.sovits_version, sovits_path),
-    ):
-        entry = {"version": version}
-        if path is not None:
-            entry["file"] = Path(path).name
-            entry["sha256"] = file_sha256(path)
-        else:
-            entry["sha256"] = "weights:" + weights_sha256(model)
-        out[family] = entry
-    return out
-
-
 def code_fingerprint() -> str:
     """Digest of what decides the graphs besides the weights: graph code, exporter, versions.
 
-    Stored in the manifest and checked by `verify_export`, so a cached export
-    made by older graph code or another torch is rebuilt, never trusted.
+    Stored in the manifest as "exporter" and checked by `verify_export` here, so
+    `kiosk export-onnx` rebuilds an export made by another exporter or torch.
+    Runtimes check only the graph code (`graph_code_fingerprint`): they cannot
+    know the exporter, and a folder that passes the contract runs correctly.
     """
     import onnxruntime
 
-    import engines.onnx_graphs as graphs_pkg
-
-    versions = f"{FORMAT_VERSION}|{torch.__version__}|{onnx.__version__}|{onnxruntime.__version__}"
-    digest = hashlib.sha256(versions.encode())
-    sources = sorted(Path(graphs_pkg.__file__).parent.glob("*.py"))
-    for path in [*sources, Path(__file__), Path(__file__).with_name("quantize_int8.py")]:
+    versions = f"{torch.__version__}|{onnx.__version__}|{onnxruntime.__version__}"
+    digest = hashlib.sha256(f"{graph_code_fingerprint()}|{versions}".encode())
+    for path in (Path(__file__), Path(__file__).with_name("quantize_int8.py")):
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -621,7 +560,7 @@ def export_voice(
     voice: VoiceModels,
     out_dir: str | Path,
     *,
-    sources: Mapping[str, Mapping[str, str]] | None = None,
+    sources: Sources | None = None,
     max_len: int | None = None,
     opset: int = OPSET,
     families: Collection[str] = FAMILIES,
@@ -659,20 +598,15 @@ def export_voice(
                 graphs[name] = previous["graphs"][name]
         manifest = {
             "format_version": FORMAT_VERSION,
-            "code": code_fingerprint(),
+            "code": graph_code_fingerprint(),
+            "exporter": code_fingerprint(),
             "opset": opset,
             "torch": torch.__version__,
             "onnx": onnx.__version__,
             "max_len": max_len,
             "gpt_version": voice.gpt_version,
             "sovits_version": voice.sovits_version,
-            "gpt_config": {
-                "num_layers": voice.gpt.config.num_layers,
-                "num_heads": voice.gpt.config.num_heads,
-                "head_dim": voice.gpt.config.head_dim,
-                "vocab_size": voice.gpt.config.vocab_size,
-                "bert_dim": voice.gpt.config.bert_dim,
-            },
+            "gpt_config": manifest_gpt_config(voice.gpt.config),
             "sovits_config": {
                 "gin_channels": voice.sovits.cfg.gin_channels,
                 "hidden_channels": voice.sovits.cfg.hidden_channels,
@@ -717,77 +651,24 @@ def export_voice_files(
 
 
 # ----------------------------------------------------------------------------- verification
-def read_manifest(folder: str | Path) -> dict[str, Any] | None:
-    """The manifest of an export folder, or None if missing or unreadable."""
-    try:
-        data = json.loads((Path(folder) / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def verify_export(
-    folder: str | Path,
-    sources: Mapping[str, Mapping[str, str]] | None = None,
-    *,
-    check_hashes: bool = True,
+    folder: str | Path, sources: Sources | None = None, *, check_hashes: bool = True
 ) -> list[str]:
-    """Problems that make `folder` unusable (empty list = usable).
+    """Problems that make `folder` stale for this exporter (empty list = up to date).
 
-    Checks the manifest format, that its source hashes equal `sources` (when
-    given), that every graph file exists with the recorded SHA-256, and that
-    its IO names are the expected ones.
+    The runtime's checks (`contract.verify_export`: format, graph code, source
+    hashes, graph files and IO), plus this exporter's own fingerprint.
     """
-    folder = Path(folder)
+    problems = contract.verify_export(folder, sources, check_hashes=check_hashes)
     manifest = read_manifest(folder)
-    if manifest is None:
-        return [f"{folder / MANIFEST}: missing or unreadable"]
-    problems = []
-    if manifest.get("format_version") != FORMAT_VERSION:
-        problems.append(f"format_version {manifest.get('format_version')} != {FORMAT_VERSION}")
-    if manifest.get("code") != code_fingerprint():
-        problems.append("exported by other graph code or another torch/onnx version")
-    if sources is not None:
-        recorded = manifest.get("sources") or {}
-        for family, entry in sources.items():
-            got = (recorded.get(family) or {}).get("sha256")
-            if got != entry.get("sha256"):
-                problems.append(f"{family} source hash {got} != {entry.get('sha256')}")
-    graphs = manifest.get("graphs")
-    if not isinstance(graphs, dict):
-        return [*problems, "manifest lists no graphs"]
-    num_layers = (manifest.get("gpt_config") or {}).get("num_layers")
-    if not isinstance(num_layers, int) or num_layers < 1:
-        return [*problems, "manifest gives no GPT layer count"]
-    for name, file_name in GRAPH_FILES.items():
-        info = graphs.get(name)
-        path = folder / file_name
-        if info is None and name in OPTIONAL_GRAPHS:
-            continue
-        if not isinstance(info, dict) or not path.is_file():
-            problems.append(f"{name}: missing")
-            continue
-        names_in = tuple(v.get("name") for v in info.get("inputs", []))
-        names_out = tuple(v.get("name") for v in info.get("outputs", []))
-        if (names_in, names_out) != graph_io(name, num_layers):
-            problems.append(
-                f"{name}: manifest IO {names_in} -> {names_out} is not the expected one"
-            )
-        if check_hashes and file_sha256(path) != info.get("sha256"):
-            problems.append(f"{name}: {file_name} does not match its recorded SHA-256")
+    if manifest is not None and manifest.get("exporter") != code_fingerprint():
+        problems.append("exported by another exporter or another torch/onnx version")
     return problems
 
 
-def stale_families(
-    folder: str | Path, sources: Mapping[str, Mapping[str, str]] | None = None
-) -> set[str]:
-    """Which of "gpt"/"sovits" must be (re-)exported for `folder` to be usable."""
-    problems = verify_export(folder, sources)
-    stale = set()
-    for problem in problems:
-        family = problem.split(" ", 1)[0].split("_", 1)[0]
-        stale.update([family] if family in FAMILIES else FAMILIES)
-    return stale
+def stale_families(folder: str | Path, sources: Sources | None = None) -> set[str]:
+    """Which of "gpt"/"sovits" must be (re-)exported for `folder` to be up to date."""
+    return families_of(verify_export(folder, sources))
 
 
 # ----------------------------------------------------------------------------- CLI

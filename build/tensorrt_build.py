@@ -1,7 +1,7 @@
 """Build FP16 TensorRT engines from the exported ONNX graphs, validate them, cache them.
 
-Input contract (what the ONNX export, `kiosk_build.export_onnx`, leaves in `export_dir`)
-------------------------------------------------------------------------------------
+Input contract (what the ONNX export leaves in `export_dir`: `engines.onnx_graphs.contract`)
+----------------------------------------------------------------------------------------
 `export_dir/manifest.json` with, per graph, its file and its IO shapes, where a
 string dimension names a dynamic axis::
 
@@ -19,7 +19,10 @@ Optional per-graph keys: "group" (validation unit; default: the text before
 the first "_", so "gpt_decode" -> "gpt"), "dynamic_axes" (torch.onnx.export
 style, instead of named dims) and "fp32_layers" (extra regexes).  The model
 hash of the cache key is the combined sha256 of the sources (GPT then
-SoVITS), or, without sources, of the ONNX files.
+SoVITS), or, without sources, of the ONNX files.  The export's voice record
+(`gpt_config`, `gpt_version`, `sovits_version`, `sovits_config`) is copied into
+the engine manifest under "voice", so the runtime loads engines without the
+torch models (`engines.backends.tensorrt_engines` is its read side).
 
 What is built
 -------------
@@ -49,6 +52,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from engines.backends import tensorrt_engines
+from engines.backends.tensorrt_engines import GpuInfo, ValidationOutcome
+
 from .engine_cache import (
     EngineCache,
     EngineKey,
@@ -61,6 +67,8 @@ from .engine_cache import (
 log = logging.getLogger(__name__)
 
 EXPORT_MANIFEST = "manifest.json"
+#: Export-manifest entries copied into the engine manifest's "voice" record.
+VOICE_KEYS = ("gpt_config", "gpt_version", "sovits_version", "sovits_config")
 
 #: Builder scratch memory.  The Orin Nano/NX 8 GB shares that memory with the
 #: CPU, the kiosk UI and the loaded engines; 1 GiB leaves room for all of them
@@ -121,6 +129,8 @@ class ExportInfo:
     profiles: dict[str, tuple[int, int, int]]
     model_hash: str | None
     data_files: tuple[Path, ...] = ()
+    #: GPT config and model versions, for a runtime that loads without torch models.
+    voice: dict[str, Any] = field(default_factory=dict)
 
 
 def _axes(raw: Any, input_name: str) -> dict[int, str]:
@@ -183,27 +193,17 @@ def read_export(export_dir: str | Path) -> ExportInfo:
         model_hash=data.get("model_hash")
         or (combine_hashes(source_hashes) if source_hashes else None),
         data_files=tuple(directory / f for f in data.get("data_files") or ()),
+        voice={k: data[k] for k in VOICE_KEYS if k in data},
     )
 
 
 # ---------------------------------------------------------------- settings
-@dataclass(frozen=True)
-class GpuInfo:
-    """The device an engine is built for (part of the cache key)."""
-
-    name: str
-    compute_capability: str
-    cuda_version: str = ""
-
-
 def detect_gpu_info() -> GpuInfo:
-    """Read the GPU through torch (present wherever TensorRT runs in this project)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        raise BuildError("no CUDA device: TensorRT engines can only be built on the target GPU")
-    major, minor = torch.cuda.get_device_capability(0)
-    return GpuInfo(torch.cuda.get_device_name(0), f"{major}.{minor}", torch.version.cuda or "")
+    """The GPU to build for (`tensorrt_engines.detect_gpu_info`; no GPU is a BuildError)."""
+    try:
+        return tensorrt_engines.detect_gpu_info()
+    except RuntimeError as exc:
+        raise BuildError(f"{exc}: engines can only be built on the target GPU") from exc
 
 
 @dataclass(frozen=True)
@@ -463,15 +463,6 @@ def build_engine(
 
 
 # ---------------------------------------------------------------- the build
-@dataclass
-class ValidationOutcome:
-    """What a validator says about the engines of one group."""
-
-    passed: bool
-    detail: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-
 #: Gets {graph name: serialized engine} of one group, compares it to the FP32 reference.
 Validator = Callable[[Mapping[str, bytes]], ValidationOutcome]
 
@@ -609,7 +600,7 @@ def build_engines(
         {name: item.data for name, item in builds.items()},
         settings=settings.as_dict(),
         precision=decisions,
-        extra={"export": str(export.directory)},
+        extra={"export": str(export.directory), "voice": export.voice},
     )
     return BuildReport(entry.directory, True, reason, decisions)
 

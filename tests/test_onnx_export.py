@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
 import json
 import shutil
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,8 @@ from engines.gpt.config import GPTConfig
 from engines.gpt.decoding import generate
 from engines.gpt.model import Text2SemanticModel
 from engines.gpt.sampling import SamplingParams
-from engines.onnx_graphs import TENSORRT_OPS, graph_ops
+from engines.onnx_graphs import TENSORRT_OPS, contract, graph_ops
+from engines.onnx_graphs.contract import GraphsUnavailableError, gpt_config_from_manifest
 from engines.sovits.config import SoVITSConfig
 from engines.sovits.synthesizer import SoVITSModel
 from engines.voice_models import VoiceModels
@@ -244,7 +247,7 @@ def test_int8_check_rejects_a_graph_that_decodes_differently(
 @pytest.fixture()
 def cache(exported: Path, voice: VoiceModels, tmp_path: Path) -> tuple[OnnxRuntimeBackend, Path]:
     """A backend whose cache holds a copy of the good export under the voice's key."""
-    backend = OnnxRuntimeBackend(tmp_path / "cache", intra_op_threads=1)
+    backend = OnnxRuntimeBackend(tmp_path / "cache", intra_op_threads=1, export=export_voice)
     folder = backend.folder_for(voice_sources(voice))
     shutil.copytree(exported, folder)
     return backend, folder
@@ -335,3 +338,82 @@ class _Info:
 
     def as_json(self) -> dict:
         return self._data
+
+
+# ------------------------------------------------------------------ the runtime's contract
+def _no_models() -> VoiceModels:
+    raise AssertionError("the torch models were loaded although the graphs are verified")
+
+
+def test_verified_folder_runs_without_the_torch_models(voice: VoiceModels, exported: Path) -> None:
+    """Config and versions come from the manifest; the lazy loader is never called."""
+    manifest = read_manifest(exported)
+    assert manifest is not None
+    assert gpt_config_from_manifest(manifest) == voice.gpt.config
+    backend = OnnxRuntimeBackend(graphs_dir=exported, gpt_precision="fp32", intra_op_threads=1)
+    runtime = backend.load_graphs(models=_no_models, sources=voice_sources(voice))
+    assert (runtime.gpt_version, runtime.sovits_version) == ("v2", "v2Pro")
+    assert runtime.gpt.config == voice.gpt.config
+    runs = _sampled_runs(voice, runtime.gpt)
+    assert torch.equal(runs[0].tokens, runs[1].tokens)
+    # Without sources the folder is trusted once its own checks pass.
+    assert OnnxRuntimeBackend(intra_op_threads=1).load_graphs(exported).backend == "onnxruntime"
+
+
+def test_stale_folder_without_an_exporter_names_the_command(
+    voice: VoiceModels, exported: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "voice"
+    shutil.copytree(exported, folder)
+    other = voice_sources(voice)
+    other["gpt"] = {**other["gpt"], "sha256": "f" * 64}
+    backend = OnnxRuntimeBackend(graphs_dir=folder)
+    with pytest.raises(GraphsUnavailableError, match=r"gpt source hash .*kiosk export-onnx"):
+        backend.load_graphs(models=voice, sources=other)
+    with pytest.raises(GraphsUnavailableError, match=r"missing or unreadable.*kiosk export-onnx"):
+        OnnxRuntimeBackend().load_graphs(tmp_path / "nothing", models=voice)
+    exporting = OnnxRuntimeBackend(graphs_dir=folder, export=export_voice)
+    with pytest.raises(GraphsUnavailableError, match="no torch models were given"):
+        exporting.load_graphs(sources=other)
+
+
+def test_lazy_models_are_loaded_once_to_export_and_not_kept(
+    voice: VoiceModels, exported: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "voice"
+    shutil.copytree(exported, folder)
+    manifest = read_manifest(folder)
+    assert manifest is not None
+    manifest["sources"]["gpt"]["sha256"] = "0" * 64  # files of another GPT
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    loaded: list[weakref.ref[VoiceModels]] = []
+
+    def models() -> VoiceModels:
+        copy_ = VoiceModels(copy.deepcopy(voice.gpt), voice.sovits, "v2", "v2Pro")
+        loaded.append(weakref.ref(copy_))
+        return copy_
+
+    backend = OnnxRuntimeBackend(graphs_dir=folder, export=export_voice, intra_op_threads=1)
+    runtime = backend.load_graphs(models=models, sources=voice_sources(voice))
+    assert len(loaded) == 1  # only the GPT was stale: one load, one GPT export
+    gc.collect()
+    assert loaded[0]() is None, "the runtime keeps a reference to the torch models"
+    assert verify_export(folder, voice_sources(voice)) == []
+    assert runtime.gpt.session(16).max_len == 16
+
+
+def test_runtime_checks_graph_code_and_the_build_also_its_exporter(
+    exported: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "voice"
+    shutil.copytree(exported, folder)
+    manifest = read_manifest(folder)
+    assert manifest is not None
+    manifest["exporter"] = "an older exporter"
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    assert contract.verify_export(folder) == []  # still runs correctly
+    assert stale_families(folder) == {"gpt", "sovits"}  # `kiosk export-onnx` redoes it
+    manifest["code"] = "other graph code"
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+    assert contract.verify_export(folder) == ["exported by other graph code"]
+    assert contract.stale_families(folder) == {"gpt", "sovits"}

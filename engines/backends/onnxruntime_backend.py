@@ -1,9 +1,14 @@
 """ONNX Runtime backend: the exported graphs on the CUDA EP when present, else the CPU.
 
-Graphs come from a folder written by `kiosk_build.export_onnx`.  A folder that
-is missing, stale (other weights, older format) or damaged (truncated file,
-foreign graph) is rebuilt from the loaded models instead of crashing the
-kiosk: export is slow (about a minute per voice) but always possible.
+Graphs come from a folder that follows `engines.onnx_graphs.contract` (written
+by the build step, `kiosk export-onnx`).  A verified folder is all a voice needs:
+`load_graphs` opens it with the GPT config and versions from its manifest, so
+the torch models are never loaded and nothing here keeps a reference to them.
+A folder that is missing, stale (other weights, older format) or damaged
+(truncated file, foreign graph) is re-exported when the caller passed an
+exporter (`export=`, the build step's `export_voice`) and a way to get the
+torch models; otherwise loading fails with `GraphsUnavailableError` naming the
+command that builds the graphs.  This module never imports the build step.
 
 GPT decoding keeps the KV cache in two preallocated torch tensors whose
 per-layer slices are bound to the decode graph by pointer (IO binding): a step
@@ -13,12 +18,13 @@ the rows land in preallocated output buffers too, so a step allocates nothing.
 
 On the CPU the decode step runs the 8-bit-weight graph when the build step
 found that it decodes the same greedy tokens as FP32 (`gpt_precision="auto"`,
-see `kiosk_build.quantize_int8`); `gpt_precision="fp32"` always runs FP32, and
+its verdict is in the manifest); `gpt_precision="fp32"` always runs FP32, and
 "int8" runs 8-bit weights regardless of the check (with a warning).
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
@@ -31,6 +37,18 @@ import torch
 
 from engines.backends.base import VoiceRuntime
 from engines.gpt.config import GPTConfig
+from engines.onnx_graphs.contract import (
+    GRAPH_FILES,
+    GraphExporter,
+    Sources,
+    families_of,
+    gpt_config_from_manifest,
+    graph_io,
+    read_manifest,
+    unavailable,
+    verify_export,
+    voice_sources,
+)
 from engines.onnx_graphs.sovits import decode_staged
 from engines.sovits.synthesizer import Timbre
 from engines.voice_models import VoiceModels
@@ -214,8 +232,6 @@ class OrtGPTRuntime:
         static_max_len: int | None = None,
         precision: str = "fp32",
     ) -> None:
-        from kiosk_build.export_onnx import graph_io
-
         self.config = config
         self.precision = precision
         self.providers = choose_providers(providers)
@@ -263,8 +279,6 @@ class OrtSoVITSRuntime:
         providers: Sequence[str] | None = None,
         intra_op_threads: int | None = None,
     ) -> None:
-        from kiosk_build.export_onnx import graph_io
-
         self.providers = choose_providers(providers)
         self.encoder = open_session(
             encoder_path, graph_io("sovits_encoder", 0), self.providers, intra_op_threads
@@ -322,6 +336,27 @@ class OrtSoVITSRuntime:
 
 
 # =============================================================================== backend
+#: Zero-argument loader of a voice's torch models: called only when an export needs them.
+ModelLoader = Callable[[], VoiceModels]
+
+
+def _memoized(models: VoiceModels | ModelLoader | None) -> ModelLoader | None:
+    """`models` as a loader that loads at most once (and only when called)."""
+    if models is None:
+        return None
+    if isinstance(models, VoiceModels):
+        voice = models
+        return lambda: voice
+    loaded: list[VoiceModels] = []
+
+    def load() -> VoiceModels:
+        if not loaded:
+            loaded.append(models())
+        return loaded[0]
+
+    return load
+
+
 def cache_key(sources: Mapping[str, Mapping[str, str]]) -> str:
     """Folder name for an export: versions plus a digest of both source hashes."""
     digest = hashlib.sha256(
@@ -331,7 +366,13 @@ def cache_key(sources: Mapping[str, Mapping[str, str]]) -> str:
 
 
 class OnnxRuntimeBackend:
-    """Runs voices through ONNX Runtime; exports (and caches) their graphs on demand."""
+    """Runs voices through ONNX Runtime from verified graph folders.
+
+    `graphs_dir`: the voice's export folder (else one sub-folder of `cache_dir`
+    per pair of sources).  `export`: the build step's exporter, for export on
+    demand; without it a missing or stale folder is an error that names
+    `kiosk export-onnx`.
+    """
 
     name = "onnxruntime"
 
@@ -343,6 +384,8 @@ class OnnxRuntimeBackend:
         providers: Sequence[str] | None = None,
         max_len: int | None = None,
         gpt_precision: str = "auto",
+        export: GraphExporter | None = None,
+        graphs_dir: str | Path | None = None,
     ) -> None:
         if gpt_precision not in GPT_PRECISIONS:
             raise ValueError(
@@ -353,6 +396,8 @@ class OnnxRuntimeBackend:
         self.preferred_providers = providers
         self.max_len = max_len
         self.gpt_precision = gpt_precision
+        self.export = export
+        self.graphs_dir = Path(graphs_dir) if graphs_dir is not None else None
 
     def availability(self) -> tuple[bool, str]:
         try:
@@ -366,34 +411,64 @@ class OnnxRuntimeBackend:
         )
 
     def folder_for(self, sources: Mapping[str, Mapping[str, str]]) -> Path:
-        return self.cache_dir / cache_key(sources)
+        """`graphs_dir` when set, else the cache sub-folder keyed by `sources`."""
+        return self.graphs_dir or self.cache_dir / cache_key(sources)
 
     def prepare(
         self, voice: VoiceModels, sources: Mapping[str, Mapping[str, str]] | None = None
     ) -> Path:
         """A verified export folder for `voice`; missing or damaged graphs are re-exported."""
-        from kiosk_build.export_onnx import export_voice, stale_families, voice_sources
-
         sources = sources or voice_sources(voice)
         folder = self.folder_for(sources)
-        stale = stale_families(folder, sources)
-        if stale:
-            log.warning("ONNX graphs (%s) in %s missing or unusable; exporting",
-                        ", ".join(sorted(stale)), folder)  # fmt: skip
-            export_voice(voice, folder, sources=sources, max_len=self.max_len, families=stale)
+        self._ensure(folder, _memoized(voice), sources)
         return folder
 
-    def open_gpt(self, folder: Path, voice: VoiceModels) -> OrtGPTRuntime:
-        """ORT sessions of the GPT graphs (raises if a graph is unusable)."""
-        from kiosk_build.export_onnx import GRAPH_FILES, read_manifest
+    def _ensure(self, folder: Path, models: ModelLoader | None, sources: Sources | None) -> None:
+        """Export the families of `folder` that fail the contract's checks."""
+        problems = verify_export(folder, sources)
+        if problems:
+            stale = sorted(families_of(problems))
+            self._export(folder, models, sources, stale, "; ".join(problems))
 
+    def _export(
+        self,
+        folder: Path,
+        models: ModelLoader | None,
+        sources: Sources | None,
+        families: Sequence[str],
+        why: str,
+    ) -> None:
+        """(Re-)export `families` ("gpt", "sovits") of `folder`, or say who can."""
+        if self.export is None:
+            raise unavailable(folder, f"unusable ({why})")
+        if models is None:
+            raise unavailable(folder, f"unusable ({why}); no torch models were given")
+        log.warning("ONNX graphs (%s) in %s missing or unusable (%s); exporting",
+                    ", ".join(families), folder, why)  # fmt: skip
+        voice = models()
+        self.export(
+            voice,
+            folder,
+            sources=sources or voice_sources(voice),
+            max_len=self.max_len,
+            families=tuple(families),
+        )
+        del voice
+        gc.collect()  # the exporter's traces and protos are garbage now
+
+    def open_gpt(self, folder: Path, voice: VoiceModels | None = None) -> OrtGPTRuntime:
+        """ORT sessions of the GPT graphs (raises if a graph is unusable).
+
+        The GPT config comes from `voice` when given, else from the manifest.
+        """
         manifest = read_manifest(folder) or {}
         precision = self.decode_precision(manifest)
         decode = "gpt_decode_int8" if precision == "int8" else "gpt_decode"
+        config = voice.gpt.config if voice is not None else gpt_config_from_manifest(manifest)
         return OrtGPTRuntime(
             folder / GRAPH_FILES["gpt_prefill"],
             folder / GRAPH_FILES[decode],
-            voice.gpt.config,
+            config,
             static_max_len=manifest.get("max_len"),
             providers=self.preferred_providers,
             intra_op_threads=self.intra_op_threads,
@@ -423,8 +498,6 @@ class OnnxRuntimeBackend:
 
     def open_sovits(self, folder: Path) -> OrtSoVITSRuntime:
         """ORT sessions of the SoVITS graphs (raises if a graph is unusable)."""
-        from kiosk_build.export_onnx import GRAPH_FILES
-
         return OrtSoVITSRuntime(
             folder / GRAPH_FILES["sovits_encoder"],
             folder / GRAPH_FILES["sovits_flow_vocoder"],
@@ -435,28 +508,51 @@ class OnnxRuntimeBackend:
     def load(
         self, voice: VoiceModels, sources: Mapping[str, Mapping[str, str]] | None = None
     ) -> VoiceRuntime:
-        """Prepare `voice`.  `sources` (from `voice_sources(voice, gpt_path, sovits_path)`)
-        keys the cache by the official files' SHA-256 instead of the weights.
-
-        A graph that passes the manifest checks but still fails to load (or has
-        foreign IO names) is re-exported once; a second failure propagates.
+        """Prepare `voice`.  `sources` (`contract.file_sources`/`model_sources`) keys the
+        graphs by the official files' SHA-256; without it the weights are hashed.
         """
-        from kiosk_build.export_onnx import export_voice, voice_sources
-
         sources = sources or voice_sources(voice)
-        folder = self.prepare(voice, sources)
+        return self.load_graphs(self.folder_for(sources), models=voice, sources=sources)
+
+    def load_graphs(
+        self,
+        folder: str | Path | None = None,
+        *,
+        models: VoiceModels | ModelLoader | None = None,
+        sources: Sources | None = None,
+    ) -> VoiceRuntime:
+        """A voice from its graph folder (default: `graphs_dir`, else the cache folder
+        of `sources`), with config and versions from the manifest.
+
+        `models` (the torch models, or a zero-argument loader) is used only to
+        export a missing, stale or unloadable family, and only with `export`
+        set; no reference to it survives this call.  `sources` ties the folder
+        to the model files (a folder recording other hashes is stale); without
+        it the folder is trusted to be this voice's once its own checks pass.
+        A graph that passes the manifest checks but still fails to load (or
+        has foreign IO names) is re-exported once; a second failure propagates.
+        """
+        loader = _memoized(models)
+        if folder is None:
+            if self.graphs_dir is None and sources is None:
+                if loader is None:
+                    raise ValueError("load_graphs needs a folder, graphs_dir, sources or models")
+                sources = voice_sources(loader())
+            folder = self.folder_for(sources or {})
+        folder = Path(folder)
+        self._ensure(folder, loader, sources)
 
         def opened(family: str, make: Callable[[], Any]) -> Any:
             try:
                 return make()
             except Exception as exc:  # ORT raises its own exception types for bad graphs
-                log.warning("ONNX %s graphs in %s failed to load (%s); re-exporting",
-                            family, folder, exc)  # fmt: skip
-                export_voice(
-                    voice, folder, sources=sources, max_len=self.max_len, families=(family,)
-                )
+                log.warning("ONNX %s graphs in %s failed to load (%s)", family, folder, exc)
+                self._export(folder, loader, sources, (family,), f"{family} failed to load")
                 return make()
 
-        gpt = opened("gpt", lambda: self.open_gpt(folder, voice))
+        gpt = opened("gpt", lambda: self.open_gpt(folder))
         sovits = opened("sovits", lambda: self.open_sovits(folder))
-        return VoiceRuntime(gpt, sovits, self.name, voice.gpt_version, voice.sovits_version)
+        manifest = read_manifest(folder) or {}
+        return VoiceRuntime(
+            gpt, sovits, self.name, str(manifest["gpt_version"]), str(manifest["sovits_version"])
+        )

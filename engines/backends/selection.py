@@ -5,6 +5,13 @@ backend that is passed over is logged with its reason ("no CUDA device",
 "no engines built for ..."), so a slow kiosk explains itself in the journal.
 Backends are constructed lazily and their modules imported lazily: a missing
 optional dependency (onnxruntime, TensorRT) only removes that backend.
+
+`load_voice_runtime` can load a voice without its torch models: ONNX Runtime
+from a verified graph folder and TensorRT from its engine cache take the GPT
+config and versions from their manifests, so `models` (a zero-argument
+loader) is called only by a backend that really runs torch, or to export.
+Export on demand is the caller's to give (`export=`): this package never
+imports the build step.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engines.onnx_graphs.contract import GraphExporter, Sources
 from engines.voice_models import VoiceModels
 
 from .base import Backend, TorchEagerBackend, VoiceRuntime
@@ -27,6 +35,8 @@ BACKEND_ORDER: tuple[str, ...] = ("tensorrt", "torch-cuda", "onnxruntime", "torc
 
 #: Builds a backend from the config's options (e.g. `engine_dir`, `voice`).
 BackendFactory = Callable[[Mapping[str, Any]], Backend]
+#: Zero-argument loader of a voice's torch models, called only when they are needed.
+ModelLoader = Callable[[], VoiceModels]
 
 
 class BackendUnavailableError(RuntimeError):
@@ -50,12 +60,9 @@ def _torch_cuda(options: Mapping[str, Any]) -> Backend:
 
 
 def _onnxruntime(options: Mapping[str, Any]) -> Backend:
+    """`options["onnxruntime"]`: the backend's keyword arguments (`graphs_dir`, `export`, ...)."""
     module = importlib.import_module("engines.backends.onnxruntime_backend")
-    cls = module.OnnxRuntimeBackend
-    try:
-        return cls(**dict(options.get("onnxruntime", {})))
-    except TypeError:
-        return cls()
+    return module.OnnxRuntimeBackend(**dict(options.get("onnxruntime", {})))
 
 
 def _torch_eager(options: Mapping[str, Any]) -> Backend:
@@ -145,36 +152,98 @@ def select_backend(
     )
 
 
+class _OnceLoader:
+    """Calls `load` at most once while a selection runs (backends that fail to load
+    may have loaded the models already); after `release` it keeps nothing, so a
+    lazy fallback that holds the loader does not hold the models."""
+
+    def __init__(self, load: ModelLoader) -> None:
+        self._load = load
+        self._voice: VoiceModels | None = None
+        self._released = False
+
+    def __call__(self) -> VoiceModels:
+        if self._released:
+            return self._load()
+        if self._voice is None:
+            self._voice = self._load()
+        return self._voice
+
+    def release(self) -> None:
+        self._voice = None
+        self._released = True
+
+
+def _load(backend: Backend, voice: VoiceModels | None, models: _OnceLoader | None,
+          sources: Sources | None) -> VoiceRuntime:  # fmt: skip
+    """`load_graphs` where the backend has it (no torch models needed), else `load`."""
+    load_graphs = getattr(backend, "load_graphs", None)
+    if load_graphs is not None and (models is not None or sources is not None):
+        return load_graphs(models=voice if voice is not None else models, sources=sources)
+    if voice is None:
+        if models is None:
+            raise ValueError(f"backend {backend.name!r} needs the torch models: pass `models=`")
+        voice = models()
+    return backend.load(voice)
+
+
 def load_voice_runtime(
-    voice: VoiceModels,
+    voice: VoiceModels | None = None,
     preference: str | None = AUTO,
     options: Mapping[str, Any] | None = None,
     *,
     order: Sequence[str] = BACKEND_ORDER,
     factories: Mapping[str, BackendFactory] | None = None,
+    models: ModelLoader | None = None,
+    sources: Sources | None = None,
+    graphs_dir: str | Path | None = None,
+    export: GraphExporter | None = None,
 ) -> tuple[VoiceRuntime, Selection]:
     """Select and load; in auto mode a backend whose `load` fails is skipped too.
 
     (TensorRT may be available yet hold no valid engines for this voice: that
     is only known at load time, and the next backend must take over.)
+
+    `voice`: the loaded torch models; or leave it None and give `models`, a
+    zero-argument loader called only if the chosen backend needs torch (torch
+    backends, an export, the TensorRT long-window fallback).  `sources`: the
+    model files' identity (`engines.onnx_graphs.contract.model_sources`), which
+    graph folders and engines must record.  `graphs_dir` (the voice's ONNX
+    export folder) and `export` (the build step's exporter, for export on
+    demand) go to the ONNX Runtime backend, as `options["onnxruntime"]` would.
     """
+    if voice is None and models is None:
+        raise ValueError("load_voice_runtime needs `voice` or `models`")
+    options = dict(options or {})
+    ort_options = {
+        **dict(options.get("onnxruntime", {})),
+        **({"graphs_dir": graphs_dir} if graphs_dir is not None else {}),
+        **({"export": export} if export is not None else {}),
+    }
+    if ort_options:
+        options["onnxruntime"] = ort_options
+    once = _OnceLoader(models) if voice is None and models is not None else None
     excluded: list[str] = []
     failures: list[tuple[str, str]] = []
-    while True:
-        selection = select_backend(
-            preference, options, order=order, factories=factories, exclude=excluded
-        )
-        try:
-            runtime = selection.backend.load(voice)
-        except Exception as exc:
-            if (preference or AUTO).strip().lower() != AUTO:
-                raise BackendUnavailableError(
-                    f"backend {selection.name!r} failed to load: {exc}"
-                ) from exc
-            why = f"load failed ({exc.__class__.__name__}: {exc})"
-            log.warning("backend %s skipped: %s", selection.name, why)
-            excluded.append(selection.name)
-            failures.append((selection.name, why))
-            continue
-        selection.skipped = failures + selection.skipped
-        return runtime, selection
+    try:
+        while True:
+            selection = select_backend(
+                preference, options, order=order, factories=factories, exclude=excluded
+            )
+            try:
+                runtime = _load(selection.backend, voice, once, sources)
+            except Exception as exc:
+                if (preference or AUTO).strip().lower() != AUTO:
+                    raise BackendUnavailableError(
+                        f"backend {selection.name!r} failed to load: {exc}"
+                    ) from exc
+                why = f"load failed ({exc.__class__.__name__}: {exc})"
+                log.warning("backend %s skipped: %s", selection.name, why)
+                excluded.append(selection.name)
+                failures.append((selection.name, why))
+                continue
+            selection.skipped = failures + selection.skipped
+            return runtime, selection
+    finally:
+        if once is not None:
+            once.release()  # a lazy fallback keeps the loader, not the models

@@ -5,8 +5,9 @@ No pycuda: every binding is a torch tensor on the GPU, addressed with
 `execute_async_v3` on torch's current stream, so the caching allocator, the
 stream order and the host copies stay torch's business.
 
-Graph contract: the names of `engines.onnx_graphs` (written by
-`kiosk_build.export_onnx`):
+Graph contract: the names of `engines.onnx_graphs` (the build step exports the
+graphs and builds the engines, `kiosk export-onnx` then `kiosk build-engines`;
+`engines.backends.tensorrt_engines` finds and verifies them):
 
 * `gpt_prefill`: `phone_ids` [1,N], `bert` [1,1024,N], `prompt` [1,P] ->
   `logits` [1,V], `keys`/`values` [L,1,H,N+P,Dh] (copied into the cache).
@@ -18,6 +19,11 @@ Graph contract: the names of `engines.onnx_graphs` (written by
   `content` [1,192,2T]; the speed stretch runs in torch between the graphs.
 * `sovits_flow_vocoder`: `content`, `noise` [1,192,T'], `noise_scale` [1],
   `ge` [1,gin,1] -> `audio` [1,1,T'*640].
+
+Loading needs no torch models when the engine manifest records the voice (GPT
+config, versions, SoVITS channels; every build does).  The one exception is the
+SoVITS fallback for windows longer than the engines' profile, which runs the
+torch SoVITS on the GPU: given a model loader, it is built on first use only.
 
 Importing this module never imports TensorRT.
 """
@@ -34,18 +40,31 @@ import torch
 
 from engines.gpt.config import GPTConfig
 from engines.gpt.model import Text2SemanticModel
+from engines.onnx_graphs.contract import Sources, gpt_config_from_manifest
 from engines.onnx_graphs.sovits import decode_staged, prior_frames
 from engines.sovits.synthesizer import Timbre
 from engines.voice_models import VoiceModels
 
 from .base import SoVITSRuntime, VoiceRuntime
 from .precision import ValidationCase, compare_greedy, default_validation_cases
+from .tensorrt_engines import (
+    BUILD_COMMAND,
+    CacheEntry,
+    EngineCacheReader,
+    EngineKey,
+    ValidationOutcome,
+    combine_hashes,
+    detect_gpu_info,
+)
 from .torch_cuda import TorchSoVITSRuntime, cuda_status
 
 log = logging.getLogger(__name__)
 
 GPT_PREFILL, GPT_DECODE = "gpt_prefill", "gpt_decode"
 SOVITS_ENCODER, SOVITS_FLOW_VOCODER = "sovits_encoder", "sovits_flow_vocoder"
+
+#: Zero-argument loader of a voice's torch models, called only when they are needed.
+ModelLoader = Callable[[], VoiceModels]
 
 
 def import_tensorrt() -> ModuleType | None:
@@ -237,7 +256,7 @@ class TensorRTSoVITSRuntime:
         encoder: TRTGraph,
         flow_vocoder: TRTGraph,
         inter_channels: int,
-        fallback: TorchSoVITSRuntime,
+        fallback: SoVITSRuntime,
         max_frames: int | None = None,
     ) -> None:
         self.encoder = encoder
@@ -294,9 +313,8 @@ def make_gpt_validator(
     cases: list[ValidationCase] | None = None,
     steps: int = 48,
     trt: ModuleType | None = None,
-) -> Callable[[Mapping[str, bytes]], Any]:
+) -> Callable[[Mapping[str, bytes]], ValidationOutcome]:
     """Build-time check: greedy tokens of the engines == those of the FP32 torch model."""
-    from kiosk_build.tensorrt_build import ValidationOutcome
 
     def validate(engines: Mapping[str, bytes]) -> ValidationOutcome:
         module = trt or import_tensorrt()
@@ -316,8 +334,49 @@ def make_gpt_validator(
 
 
 # ----------------------------------------------------------------------- backend
+class LazyTorchSoVITS:
+    """The torch SoVITS fallback (FP16 on CUDA), built from `models` on first use.
+
+    Keeps the loader, never the models: the runtime copies the SoVITS weights
+    to the GPU and the loaded `VoiceModels` is dropped right after.
+    """
+
+    def __init__(self, models: ModelLoader, device: str = "cuda") -> None:
+        self._models = models
+        self._device = device
+        self._runtime: TorchSoVITSRuntime | None = None
+
+    def runtime(self) -> TorchSoVITSRuntime:
+        if self._runtime is None:
+            log.info("TensorRT: window beyond the engines' profile; loading the torch SoVITS")
+            self._runtime = TorchSoVITSRuntime(self._models().sovits, self._device, torch.float16)
+        return self._runtime
+
+    def decode(
+        self,
+        codes: torch.Tensor,
+        text_ids: torch.Tensor,
+        timbre: Timbre,
+        speed: float = 1.0,
+        noise_scale: float = 0.5,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        return self.runtime().decode(codes, text_ids, timbre, speed, noise_scale, generator)
+
+    def content(
+        self, codes: torch.Tensor, text_ids: torch.Tensor, ge_text: torch.Tensor
+    ) -> torch.Tensor:
+        return self.runtime().content(codes, text_ids, ge_text)
+
+    def render(
+        self, content: torch.Tensor, noise: torch.Tensor, noise_scale: float, ge: torch.Tensor
+    ) -> torch.Tensor:
+        return self.runtime().render(content, noise, noise_scale, ge)
+
+
 class TensorRTBackend:
-    """Engines from the cache (`kiosk_build.engine_cache`), torch tensors as bindings.
+    """Engines from the cache (`tensorrt_engines`, built by `kiosk build-engines`),
+    torch tensors as bindings.
 
     `model_hash` (sha256 of the voice's files, as the build recorded it) pins
     the exact weights; without it the newest entry built for this GPU and
@@ -355,76 +414,111 @@ class TensorRTBackend:
             return False, f"no engines built for {self.voice!r} under {self.cache_root}"
         return True, f"TensorRT {trt.__version__} on {why}"
 
-    def find_entry(self) -> Any:
+    def find_entry(self, model_hash: str | None = None) -> CacheEntry:
         """The cache entry for this device (and model hash, when known)."""
-        from kiosk_build.engine_cache import EngineCache, EngineKey
-        from kiosk_build.tensorrt_build import detect_gpu_info
-
         trt = self._module()
         if trt is None:
             raise RuntimeError("TensorRT Python bindings not installed")
         gpu = detect_gpu_info()
-        cache = EngineCache(self.cache_root)
+        cache = EngineCacheReader(self.cache_root)
         device = (str(trt.__version__), gpu.name, gpu.compute_capability, gpu.cuda_version)
-        hashes = [self.model_hash] if self.model_hash else _model_hashes(cache, self.voice, device)
+        pinned = model_hash or self.model_hash
+        hashes = [pinned] if pinned else cache.model_hashes(self.voice, device)
         reasons = []
-        for model_hash in hashes:
-            found = cache.lookup(self.voice, EngineKey(model_hash, *device))
+        for digest in hashes:
+            found = cache.lookup(self.voice, EngineKey(digest, *device))
             if found.entry is not None:
-                if not self.model_hash:
+                if not pinned:
                     log.warning("TensorRT: model hash not given; using %s", found.entry.directory)
                 return found.entry
             reasons.append(found.reason)
         raise RuntimeError(
             f"no valid engines for {self.voice!r}: {'; '.join(reasons) or 'none for this device'}"
+            f"; build them with `{BUILD_COMMAND}`"
         )
 
     def load(self, voice: VoiceModels) -> VoiceRuntime:
+        """Engines of `voice` (its config and SoVITS fallback from the models given)."""
+        return self.load_graphs(models=voice)
+
+    def load_graphs(
+        self, *, models: VoiceModels | ModelLoader | None = None, sources: Sources | None = None
+    ) -> VoiceRuntime:
+        """The voice's engines, without torch models when the entry records the voice.
+
+        `sources` (the model files' hashes, as the export records them) pins
+        the entry unless `model_hash` already does.  `models`: a `VoiceModels`
+        (the SoVITS fallback is built now; nothing keeps the models) or a
+        zero-argument loader (called for an entry without a voice record, or
+        on the first window beyond the engines' profile); None means such
+        windows fail.
+        """
         trt = self._module()
         if trt is None:
             raise RuntimeError("TensorRT Python bindings not installed")
-        entry = self.find_entry()
+        digest = None
+        if sources is not None and {"gpt", "sovits"} <= set(sources):
+            digest = combine_hashes(str(sources[k]["sha256"]) for k in ("gpt", "sovits"))
+        entry = self.find_entry(digest)
+        recorded = entry.manifest.get("voice") or {}
+        given = models if isinstance(models, VoiceModels) else None
+        if given is None and not {"gpt_config", "gpt_version", "sovits_version"} <= set(recorded):
+            if models is None:
+                raise RuntimeError(
+                    f"{entry.directory}: engines without a voice record need the torch models; "
+                    f"rebuild them with `{BUILD_COMMAND}`"
+                )
+            given = models()
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
 
         def graph(name: str) -> TRTGraph:
             return TRTGraph(trt, entry.engine_path(name).read_bytes(), name, runtime=runtime)
 
-        gpt = TensorRTGPTRuntime(voice.gpt.config, graph(GPT_PREFILL), graph(GPT_DECODE))
-        torch_sovits = TorchSoVITSRuntime(voice.sovits, "cuda", torch.float16)
-        sovits: SoVITSRuntime = torch_sovits
-        if {SOVITS_ENCODER, SOVITS_FLOW_VOCODER} <= set(entry.graphs):
+        if given is not None:
+            config, versions = given.gpt.config, (given.gpt_version, given.sovits_version)
+            inter = given.sovits.cfg.inter_channels
+        else:
+            config = gpt_config_from_manifest(recorded)
+            versions = (str(recorded["gpt_version"]), str(recorded["sovits_version"]))
+            inter = (recorded.get("sovits_config") or {}).get("inter_channels")
+        gpt = TensorRTGPTRuntime(config, graph(GPT_PREFILL), graph(GPT_DECODE))
+        fallback: SoVITSRuntime | None = None
+        if given is not None:
+            fallback = TorchSoVITSRuntime(given.sovits, "cuda", torch.float16)
+        elif models is not None and not isinstance(models, VoiceModels):
+            fallback = LazyTorchSoVITS(models)
+        del given
+        engines_cover = {SOVITS_ENCODER, SOVITS_FLOW_VOCODER} <= set(entry.graphs)
+        if engines_cover and inter is not None:
             profile = entry.manifest.get("precision", {}).get("graphs", {})
             frames = profile.get(SOVITS_FLOW_VOCODER, {}).get("profile", {}).get("content")
-            sovits = TensorRTSoVITSRuntime(
+            sovits: SoVITSRuntime = TensorRTSoVITSRuntime(
                 graph(SOVITS_ENCODER),
                 graph(SOVITS_FLOW_VOCODER),
-                voice.sovits.cfg.inter_channels,
-                torch_sovits,
+                int(inter),
+                fallback or _NoFallback(entry.directory),
                 max_frames=int(frames[2][2]) if frames else None,
             )
+        elif fallback is not None:
+            sovits = fallback
+        else:
+            raise RuntimeError(
+                f"{entry.directory}: no SoVITS engines and no torch models to run SoVITS with"
+            )
         log.info("TensorRT engines loaded from %s (%s)", entry.directory, entry.precision)
-        return VoiceRuntime(gpt, sovits, self.name, voice.gpt_version, voice.sovits_version)
+        return VoiceRuntime(gpt, sovits, self.name, *versions)
 
 
-def _model_hashes(cache: Any, voice: str, device: tuple[str, ...]) -> list[str]:
-    """Model hashes of the entries built for `device`, newest first."""
-    import json
+class _NoFallback:
+    """Stands in for the torch fallback when no models were given: says so when used."""
 
-    found = []
-    manifests = sorted(
-        (cache.root / voice).glob("*/manifest.json"), key=lambda p: p.stat().st_mtime, reverse=True
-    )
-    for manifest in manifests:
-        try:
-            key = json.loads(manifest.read_text())["key"]
-        except (OSError, ValueError, KeyError):
-            continue
-        stored = (
-            key.get("trt_version"),
-            key.get("gpu_name"),
-            key.get("compute_capability"),
-            key.get("cuda_version", ""),
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _fail(self, *args: object, **kwargs: object) -> torch.Tensor:
+        raise RuntimeError(
+            f"{self.directory}: this window exceeds the SoVITS engines' profile and no torch "
+            "models were given for the fallback (pass `models=` a loader)"
         )
-        if stored == device:
-            found.append(str(key.get("model_hash")))
-    return found
+
+    decode = content = render = _fail
