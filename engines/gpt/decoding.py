@@ -1,9 +1,16 @@
 """The autoregressive loop: prefill once, then one cached decode step per token.
 
-Stop rules follow the reference inference loop: EOS (as the sampled token or
-as the argmax of the penalised logits; the token of that step is dropped),
-the `early_stop_num` length cap (the last token is kept, as the API engine
-returns it), and a hard cap of 1500 steps (60 s of audio).
+Stop rules follow the reference's single-sequence loop: EOS (as the sampled
+token or as the argmax of the penalised logits; the token of that step is
+dropped), the `early_stop_num` length cap (the token that crosses it is kept)
+and a hard cap of 1500 steps (the last token kept too).  The golden data
+records that loop.
+
+The official app's default engine (its batch path, `parallel_infer=True`)
+uses the same steps but drops the token of the stopping step at the caps as
+well, so it keeps at most `min(early_stop_num, 1499)` tokens;
+`batch_token_cap` gives that number, and synthesis passes it as
+`max_new_tokens` (with `early_stop_num=None`).
 """
 
 from __future__ import annotations
@@ -18,6 +25,21 @@ from .runtime import GPTRuntime, as_runtime
 from .sampling import EOS_SUPPRESSED_STEPS, SamplingParams, sample_next
 
 MAX_DECODE_STEPS = 1500
+
+
+def batch_token_cap(early_stop_num: int | None) -> int:
+    """Most tokens the official batch path keeps for a segment.
+
+    It samples a token at every step, then stops once more than
+    `early_stop_num` tokens exist, or at its 1500th step, and drops the token
+    of the stopping step: `min(early_stop_num, 1499)` tokens survive.
+    """
+    cap = MAX_DECODE_STEPS - 1
+    if early_stop_num is not None:
+        if early_stop_num < 1:
+            raise ValueError(f"early_stop_num must be >= 1, got {early_stop_num}")
+        cap = min(cap, early_stop_num)
+    return cap
 
 
 @dataclass(frozen=True)
