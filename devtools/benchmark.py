@@ -82,7 +82,12 @@ def backend_by_name(name: str, options: dict[str, Any] | None = None) -> Backend
         name, options = BENCH_VARIANTS[name][0], {**BENCH_VARIANTS[name][1], **(options or {})}
     if name not in DEFAULT_FACTORIES:
         raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKEND_NAMES)}")
-    return DEFAULT_FACTORIES[name](options or {})
+    options = dict(options or {})
+    if name == "onnxruntime":  # formula voices have no graphs yet: export on demand
+        from kiosk_build.export_onnx import export_voice
+
+        options["onnxruntime"] = {"export": export_voice, **options.get("onnxruntime", {})}
+    return DEFAULT_FACTORIES[name](options)
 
 
 #: Bench-only variants: (backend, options).  "onnxruntime" runs as a kiosk
