@@ -185,3 +185,51 @@ def test_ten_thousand_characters_in_flat_memory(kit, tmp_path) -> None:
         assert out.stat().st_size > 44
     # The long text is written segment by segment: memory does not grow with it.
     assert peaks["long"] < peaks["short"] + 400, peaks
+
+
+def _pcm(path: Path) -> np.ndarray:
+    with wave.open(str(path)) as wav:
+        return np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2")
+
+
+def test_a_prepared_voice_folder_says_the_same_bytes(kit, tmp_path, capsys) -> None:
+    """prepare-voice once, then say from the folder: no HuBERT, same audio as the files."""
+    folder = tmp_path / "anna"
+    prepare = [
+        "prepare-voice",
+        "--gpt", str(kit["gpt"]), "--sovits", str(kit["sovits"]), "--ref", str(kit["ref"]),
+        "--ref-text", "欢迎来到博物馆。", "--pretrained", str(kit["pretrained"]),
+        "--id", "anna", "--version", "3", "--out", str(folder),
+    ]  # fmt: skip
+    assert main(prepare) == 0
+    assert {p.name for p in folder.iterdir()} == {"voice.json", "gpt.ckpt", "sovits.pth",
+                                                   "prompt.npz"}  # fmt: skip
+    assert (folder / "gpt.ckpt").read_bytes() == kit["gpt"].read_bytes()
+    text = "这首歌是外婆唱的。"
+    direct = tmp_path / "direct.wav"
+    assert main(_args(kit, text, direct, "--seed", "4", "--max-tokens", "6")) == 0
+    # No HuBERT and no speaker model: only BERT (Mandarin text) is needed from the folder.
+    bert_only = tmp_path / "bert-only"
+    bert_only.mkdir()
+    (bert_only / "chinese-roberta-wwm-ext-large").symlink_to(
+        kit["pretrained"] / "chinese-roberta-wwm-ext-large"
+    )
+    from_folder = tmp_path / "folder.wav"
+    say = ["say", "--voice-folder", str(folder), "--pretrained", str(bert_only), "--text", text,
+           "-o", str(from_folder), "--backend", "torch-eager", "--seed", "4",
+           "--max-tokens", "6"]  # fmt: skip
+    assert main(say) == 0
+    assert from_folder.read_bytes() == direct.read_bytes()
+    streamed = tmp_path / "streamed.wav"
+    say[say.index(str(from_folder))] = str(streamed)
+    assert main([*say, "--stream"]) == 0
+    assert _pcm(streamed).size == _pcm(direct).size  # same tokens, windowed decode
+    capsys.readouterr()
+
+
+def test_say_names_what_is_missing(kit, tmp_path, capsys) -> None:
+    assert main(["say", "--text", "你好。", "-o", str(tmp_path / "x.wav")]) == 2
+    err = capsys.readouterr().err
+    assert "--gpt --sovits --ref --ref-text" in err and "--voice-folder" in err
+    assert main(["say", "--voice-folder", str(tmp_path), "--text", "你好。", "--play"]) == 2
+    assert "not a voice folder" in capsys.readouterr().err
