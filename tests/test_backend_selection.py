@@ -133,3 +133,83 @@ def test_real_factories_on_this_machine() -> None:
         assert reasons["tensorrt"]
     eager = select_backend("torch-eager")
     assert eager.name == "torch-eager"
+
+
+# ------------------------------------------------------------------ lazy models, graph folders
+class GraphBackend(FakeBackend):
+    """A backend that can load without the torch models (like ONNX Runtime, TensorRT)."""
+
+    def __init__(self, name: str, options: Mapping[str, Any], fail: bool = False) -> None:
+        super().__init__(name, True, "ok")
+        self.options, self.fail = options, fail
+        self.calls: list[dict[str, Any]] = []
+
+    def load_graphs(self, *, models: Any = None, sources: Any = None) -> str:
+        self.calls.append({"models": models, "sources": sources})
+        if self.fail:
+            models()  # like an export on demand: needs the models, then fails anyway
+            raise RuntimeError("graphs unusable")
+        return f"graphs of {self.name}"
+
+
+def _counting_loader() -> tuple[Any, list[int]]:
+    calls: list[int] = []
+
+    def load() -> str:
+        calls.append(1)
+        return "models"
+
+    return load, calls
+
+
+def test_lazy_models_are_not_loaded_when_graphs_suffice() -> None:
+    seen: list[GraphBackend] = []
+
+    def onnx(options: Mapping[str, Any]) -> GraphBackend:
+        seen.append(GraphBackend("onnxruntime", options))
+        return seen[-1]
+
+    load, calls = _counting_loader()
+    exporter = object()
+    runtime, _ = load_voice_runtime(
+        None, "onnxruntime", {"onnxruntime": {"gpt_precision": "fp32"}},
+        factories={"onnxruntime": onnx}, models=load, sources={"gpt": {"sha256": "x"}},
+        graphs_dir="graphs", export=exporter,  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert runtime == "graphs of onnxruntime" and calls == []
+    assert seen[0].options["onnxruntime"] == {
+        "gpt_precision": "fp32", "graphs_dir": "graphs", "export": exporter,
+    }  # fmt: skip
+    assert seen[0].calls[0]["sources"] == {"gpt": {"sha256": "x"}}
+
+
+def test_lazy_models_load_once_for_a_torch_fallback() -> None:
+    load, calls = _counting_loader()
+    fakes = {
+        "tensorrt": lambda options: GraphBackend("tensorrt", options, fail=True),
+        "torch-eager": lambda options: FakeBackend("torch-eager", True, "reference"),
+    }
+    runtime, chosen = load_voice_runtime(
+        models=load, factories=fakes, order=("tensorrt", "torch-eager")
+    )
+    assert runtime == "runtime of torch-eager" and chosen.skipped[0][0] == "tensorrt"
+    assert calls == [1]  # loaded by the failed backend, reused by the fallback
+    with pytest.raises(ValueError, match="needs `voice` or `models`"):
+        load_voice_runtime(factories=fakes)
+
+
+def test_loader_kept_by_a_runtime_holds_no_models_after_loading() -> None:
+    kept: list[Any] = []
+
+    class Keeper(FakeBackend):
+        def load_graphs(self, *, models: Any = None, sources: Any = None) -> str:
+            kept.append(models)
+            models()
+            return "kept"
+
+    load, calls = _counting_loader()
+    load_voice_runtime(models=load, factories={"tensorrt": lambda o: Keeper("tensorrt", True, "")},
+                       order=("tensorrt",))  # fmt: skip
+    kept[0]()
+    kept[0]()
+    assert calls == [1, 1, 1]  # after the selection each call loads afresh: nothing cached
