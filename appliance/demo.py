@@ -16,6 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from appliance.say import export_on_demand
 from devtools.demo_voice import write_demo_voice_folder
 from engines.voice import Voice
 from engines.wav_io import write_wav
@@ -34,7 +35,7 @@ def run_demo(out: Path, seed: int = 0, backend: str = "auto") -> list[Path]:
     """Prepare the demo voice folder (once), speak the sentences, play them if possible."""
     folder = write_demo_voice_folder(out / "voice")
     written = []
-    with Voice.load(folder, backend=backend) as voice:
+    with Voice.load(folder, backend=backend, export=export_on_demand) as voice:
         options = voice.options(seed=seed)
         for i, text in enumerate(SENTENCES, start=1):
             start = time.perf_counter()

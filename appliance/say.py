@@ -14,9 +14,10 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from engines.text.language_split import LANGUAGE_MODES
 from engines.text.segmentation import CUT_METHODS
 from engines.voice import AudioChunk, HelperModels, OfficialFiles, Voice, peak_limited
 from engines.voice_folder import SpeakDefaults, write_voice_folder
+from engines.voice_models import VoiceModels
 from engines.wav_io import SAMPLE_RATE, WavStreamWriter, float_to_pcm16
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,17 @@ def official_files_from(args: argparse.Namespace) -> OfficialFiles:
     )
 
 
+def export_on_demand(voice: VoiceModels, folder: str | Path, **options: Any) -> Mapping[str, Any]:
+    """The build step's ONNX export, handed to the runtime for graphs it is missing.
+
+    Imported on first use: the exporter pulls in onnx and torch.onnx, which a
+    voice whose graphs are already built never needs.
+    """
+    from kiosk_build.export_onnx import export_voice
+
+    return export_voice(voice, folder, **options)
+
+
 def load_voice(args: argparse.Namespace) -> Voice:
     """The voice the arguments name."""
     helpers = helpers_from(args)
@@ -139,10 +152,14 @@ def load_voice(args: argparse.Namespace) -> Voice:
     if folder:
         if args.gpt or args.sovits or args.ref:
             raise SayUsageError("give either --voice-folder or --gpt/--sovits/--ref, not both")
-        return Voice.load(Path(folder), helpers=helpers, backend=args.backend)
+        return Voice.load(
+            Path(folder), helpers=helpers, backend=args.backend, export=export_on_demand
+        )
     files = official_files_from(args)
     defaults = SpeakDefaults(language=args.ref_lang if args.ref_lang != "auto" else "zh")
-    return Voice.load(files, helpers=helpers, backend=args.backend, defaults=defaults)
+    return Voice.load(
+        files, helpers=helpers, backend=args.backend, defaults=defaults, export=export_on_demand
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:

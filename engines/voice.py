@@ -37,6 +37,7 @@ from engines.backends.base import VoiceRuntime
 from engines.backends.selection import AUTO, Selection, load_voice_runtime
 from engines.features import BertFeaturizer, FeatureModelError, HubertEncoder
 from engines.gpt.sampling import SamplingParams
+from engines.onnx_graphs.contract import GraphExporter, file_sources, model_sources
 from engines.speaker import load_speaker_encoder
 from engines.streaming import StreamSettings
 from engines.synthesis import SynthesisOptions, VoicePrompt, iter_segment_pieces
@@ -49,6 +50,7 @@ from engines.voice_folder import (
     PROMPT_FILE,
     SOVITS_FILE,
     SpeakDefaults,
+    VoiceFolderError,
     load_prompt,
     read_config,
 )
@@ -222,7 +224,6 @@ class Voice:
         bert: BertFeaturizer | None,
         zero_bert: bool,
         defaults: SpeakDefaults,
-        models: VoiceModels | None = None,
         wait_seconds: float = DEFAULT_WAIT_SECONDS,
     ) -> None:
         self.voice_id = voice_id
@@ -234,7 +235,6 @@ class Voice:
         self.bert = bert
         self.zero_bert = zero_bert
         self.defaults = defaults
-        self.models = models
         self.wait_seconds = wait_seconds
         self.sample_rate = SAMPLE_RATE
         self.gpt_version = runtime.gpt_version
@@ -253,6 +253,7 @@ class Voice:
         backend_options: Mapping[str, Any] | None = None,
         defaults: SpeakDefaults | None = None,
         wait_seconds: float = DEFAULT_WAIT_SECONDS,
+        export: GraphExporter | None = None,
     ) -> Voice:
         """A voice from a prepared voice folder, or from official files and a reference clip.
 
@@ -260,14 +261,18 @@ class Voice:
         precomputed); Mandarin text still needs BERT (`helpers.bert`) unless the
         folder says otherwise.  `backend` is "auto" (the fastest that works
         here) or one backend name; `backend_options` are handed to it.
+        `export` (the build step's exporter) lets a backend export missing
+        graphs on demand; without it, missing graphs make that backend unusable
+        (auto mode then takes the next one).  From a voice folder, the torch
+        models are read only if the chosen backend runs torch or exports.
         """
         helpers = helpers or HelperModels()
         if isinstance(source, OfficialFiles):
             return cls._from_official(
-                source, helpers, backend, backend_options, defaults, wait_seconds
+                source, helpers, backend, backend_options, defaults, wait_seconds, export
             )
         return cls._from_folder(
-            Path(source), helpers, backend, backend_options, defaults, wait_seconds
+            Path(source), helpers, backend, backend_options, defaults, wait_seconds, export
         )
 
     @classmethod
@@ -279,28 +284,58 @@ class Voice:
         backend_options: Mapping[str, Any] | None,
         defaults: SpeakDefaults | None,
         wait_seconds: float,
+        export: GraphExporter | None,
     ) -> Voice:
         start = time.perf_counter()
         config = read_config(folder)
         if config.notice:
             log.warning("voice %s: %s", config.id, config.notice)
-        models = load_voice_models(folder / GPT_FILE, folder / SOVITS_FILE)
-        if (models.gpt_version, models.sovits_version) != (
+        prompt = load_prompt(folder / PROMPT_FILE)
+        lexicon = Lexicon.from_file(folder / LEXICON_FILE) if config.lexicon else None
+        frontend = TextFrontend("v1" if config.sovits_version == "v1" else "v2", lexicon)
+        zero_bert = config.text_features == "zeros"
+        bert = None if zero_bert else _load_bert(helpers.bert)
+
+        def models() -> VoiceModels:
+            # Called only by a backend that runs torch, or to export missing graphs.
+            loaded = load_voice_models(folder / GPT_FILE, folder / SOVITS_FILE)
+            if (loaded.gpt_version, loaded.sovits_version) != (
+                config.gpt_version,
+                config.sovits_version,
+            ):
+                raise VoiceFolderError(
+                    f"{folder}: voice.json says GPT {config.gpt_version} / SoVITS "
+                    f"{config.sovits_version}, the files are {loaded.gpt_version} / "
+                    f"{loaded.sovits_version}; install the voice again"
+                )
+            return loaded
+
+        sources = model_sources(
+            config.gpt_version,
+            config.sovits_version,
+            config.gpt_sha256,
+            config.sovits_sha256,
+            gpt_file=GPT_FILE,
+            sovits_file=SOVITS_FILE,
+        )
+        runtime, selection = load_voice_runtime(
+            None,
+            backend,
+            backend_options,
+            models=models,
+            sources=sources,
+            graphs_dir=folder / GRAPHS_DIR,
+            export=export,
+        )
+        if (runtime.gpt_version, runtime.sovits_version) != (
             config.gpt_version,
             config.sovits_version,
         ):
-            raise ValueError(
+            raise VoiceFolderError(
                 f"{folder}: voice.json says GPT {config.gpt_version} / SoVITS "
-                f"{config.sovits_version}, the files are {models.gpt_version} / "
-                f"{models.sovits_version}; install the voice again"
+                f"{config.sovits_version}, the runtime has {runtime.gpt_version} / "
+                f"{runtime.sovits_version}; install the voice again"
             )
-        prompt = load_prompt(folder / PROMPT_FILE)
-        lexicon = Lexicon.from_file(folder / LEXICON_FILE) if config.lexicon else None
-        frontend = TextFrontend(models.symbols_version, lexicon)
-        zero_bert = config.text_features == "zeros"
-        bert = None if zero_bert else _load_bert(helpers.bert)
-        options = _with_graph_folder(backend_options, folder / GRAPHS_DIR)
-        runtime, selection = load_voice_runtime(models, backend, options)
         identity = f"{config.id}:v{config.version}:{config.gpt_sha256}:{config.sovits_sha256}"
         voice = cls(
             voice_id=config.id,
@@ -312,7 +347,6 @@ class Voice:
             bert=bert,
             zero_bert=zero_bert,
             defaults=defaults or config.defaults,
-            models=models,
             wait_seconds=wait_seconds,
         )
         voice._log_loaded(time.perf_counter() - start)
@@ -327,6 +361,7 @@ class Voice:
         backend_options: Mapping[str, Any] | None,
         defaults: SpeakDefaults | None,
         wait_seconds: float,
+        export: GraphExporter | None,
     ) -> Voice:
         start = time.perf_counter()
         models = load_voice_models(files.gpt, files.sovits)
@@ -353,7 +388,10 @@ class Voice:
             speaker,
         )
         del hubert, speaker  # the prompt is all the voice needs of them
-        runtime, selection = load_voice_runtime(models, backend, backend_options)
+        sources = file_sources(files.gpt, files.sovits, models.gpt_version, models.sovits_version)
+        runtime, selection = load_voice_runtime(
+            models, backend, backend_options, sources=sources, export=export
+        )
         digest = hashlib.sha256()
         for path in (files.gpt, files.sovits, files.reference):
             digest.update(Path(path).read_bytes())
@@ -370,7 +408,6 @@ class Voice:
             bert=bert,
             zero_bert=False,
             defaults=defaults or SpeakDefaults(language=files.reference_language),
-            models=models,
             wait_seconds=wait_seconds,
         )
         voice._log_loaded(time.perf_counter() - start)
@@ -388,10 +425,7 @@ class Voice:
             runtime.backend,
             reason,
         )
-        # The runtime keeps what it runs on; the voice's own reference to the torch
-        # models goes, so a backend with its own graphs frees them here.
-        self.models = None
-        gc.collect()
+        gc.collect()  # whatever the loading left behind (the runtime keeps what it runs on)
 
     # --- speaking -----------------------------------------------------------------------
 
@@ -542,7 +576,6 @@ class Voice:
             if callable(close):
                 close()
             del runtime
-            self.models = None
             self.bert = None
             gc.collect()
             if torch.cuda.is_available():
@@ -596,12 +629,3 @@ def release_heap() -> None:
 
 def _load_bert(path: Path | None) -> BertFeaturizer | None:
     return BertFeaturizer.from_folder(path) if path is not None else None
-
-
-def _with_graph_folder(options: Mapping[str, Any] | None, graphs: Path) -> dict[str, Any]:
-    """Backend options with the voice folder's graphs as the ONNX Runtime cache."""
-    merged = dict(options or {})
-    ort = dict(merged.get("onnxruntime", {}))
-    ort.setdefault("cache_dir", graphs)
-    merged["onnxruntime"] = ort
-    return merged
