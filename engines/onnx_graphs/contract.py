@@ -28,6 +28,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
 from torch import nn
 
 from engines.gpt.config import GPTConfig
@@ -116,8 +117,6 @@ def weights_sha256(module: nn.Module) -> str:
     Only for a `VoiceModels` built in memory (no files to hash): it reads every
     weight, so a kiosk that knows its files passes their hashes instead.
     """
-    import torch
-
     digest = hashlib.sha256()
     for name, tensor in module.state_dict().items():
         t = tensor.detach().contiguous().cpu()
