@@ -416,3 +416,68 @@ def test_decode_step_exports_without_data_dependent_control_flow() -> None:
         got = program.module()(*step_inputs, exported_cache.keys, exported_cache.values)
     torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
     torch.testing.assert_close(exported_cache.keys, eager.keys, atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------- cache length buckets
+def test_bucket_length_steps_through_the_buckets() -> None:
+    from engines.gpt.kv_cache import BUCKET_STEP, CACHE_BUCKETS, bucket_length
+
+    assert CACHE_BUCKETS == (128, 256, 512, 1024, 1536)
+    assert [bucket_length(n) for n in (1, 128, 129, 600, 1536)] == [128, 128, 256, 1024, 1536]
+    assert bucket_length(1537) == 1536 + BUCKET_STEP  # past the last: steps of 512
+    assert bucket_length(129, limit=175) == 175  # never beyond what the session may need
+    assert bucket_length(40, limit=60) == 60
+    with pytest.raises(ValueError, match="exceed"):
+        bucket_length(61, limit=60)
+
+
+def test_grown_cache_keeps_the_filled_slots_and_filled_views_write_through() -> None:
+    cache = KVCache.allocate(_tiny_config(), 1, 8)
+    cache.keys.normal_()
+    cache.values.normal_()
+    bigger = cache.grown(16, filled=5)
+    assert bigger.max_len == 16
+    assert torch.equal(bigger.keys[..., :5, :], cache.keys[..., :5, :])
+    assert bigger.keys[..., 5:, :].abs().sum() == 0 and bigger.values[..., 5:, :].abs().sum() == 0
+    view = bigger.filled(6)
+    assert view.max_len == 6 and view.keys.data_ptr() == bigger.keys.data_ptr()
+    view.layer(0)[0].index_copy_(2, torch.tensor([5]), torch.ones(1, 4, 1, 8))
+    assert torch.equal(bigger.keys[0, :, :, 5], torch.ones(1, 4, 8))
+    with pytest.raises(ValueError):
+        bigger.filled(17)
+    with pytest.raises(ValueError):
+        bigger.grown(8, filled=5)
+
+
+def test_torch_session_grows_in_buckets_and_matches_a_full_cache() -> None:
+    """A session for a 1 500-token cap starts at one bucket, grows while decoding, and
+    gives the logits of a cache allocated at full length (its stale slots hidden)."""
+    from engines.gpt.runtime import TorchSession
+
+    model = _tiny_model(eos_bias=0.0)
+    phones, bert, prompt = (t[None] for t in _tiny_inputs())
+    prefix = phones.shape[1] + prompt.shape[1]
+    steps = 140  # crosses the 128-slot bucket
+    with torch.inference_mode():
+        session = TorchSession(model, prefix + 1500)
+        assert session.cache.max_len == 128
+        full = KVCache.allocate(model.config, 1, prefix + 1500)
+        full.keys.normal_(0.0, 100.0)  # stale slots must stay hidden
+        full.values.normal_(0.0, 100.0)
+        got = [session.prefill(phones, bert, prompt)]
+        want = [model.prefill(phones, bert, prompt, full)]
+        for step in range(steps):
+            token = int(want[-1].argmax()) % 32
+            got.append(session.step(token, prompt.shape[1] + step, prefix + step))
+            want.append(
+                model.decode_step(
+                    torch.tensor([[token]]),
+                    torch.tensor([prompt.shape[1] + step]),
+                    full,
+                    torch.tensor([prefix + step]),
+                )
+            )
+    assert session.cache.max_len == 256
+    torch.testing.assert_close(torch.cat(got), torch.cat(want), atol=1e-5, rtol=1e-5)
+    # A cap below the first bucket allocates just the cap.
+    assert TorchSession(model, 40).cache.max_len == 40

@@ -4,8 +4,12 @@ Why a graph: one decode step of the 24-layer GPT is ~300 small kernels, and on
 a Jetson the CPU cannot launch them as fast as the GPU runs them.  Capturing
 the step once and replaying it costs one launch per token.  A graph replays
 fixed tensor addresses, hence the static pieces: the KV cache is allocated
-once per runtime (a few length buckets share one storage) and the step reads
-its token / position / slot from 1-element tensors updated in place.
+once per runtime (length buckets are views of one storage, one captured graph
+each) and the step reads its token / position / slot from 1-element tensors
+updated in place.  An utterance starts in the smallest bucket that holds its
+prefix and moves to the next one when a step reaches its end (no copy: the
+buckets share the storage), so attention follows the filled length, not the
+1 500-token cap the loop asks room for.
 
 The CUDA specifics sit behind the `GraphCapture` seam: `CudaGraphCapture` is a
 real `torch.cuda.CUDAGraph`, `EagerCapture` just calls the step.  With the
@@ -29,7 +33,7 @@ from typing import Protocol
 import torch
 
 from engines.gpt.config import GPTConfig
-from engines.gpt.kv_cache import KVCache
+from engines.gpt.kv_cache import CACHE_BUCKETS, KVCache
 from engines.gpt.model import Text2SemanticModel
 from engines.sovits.synthesizer import SoVITSModel, Timbre
 from engines.voice_models import VoiceModels
@@ -47,10 +51,10 @@ from .precision import (
 
 log = logging.getLogger(__name__)
 
-#: Cache capacities (text + prompt + generated positions) a session may get.
-#: Sessions pick the smallest bucket that fits, so a short sentence does not
-#: attend over 2048 empty slots; each bucket's graph is captured on first use.
-DEFAULT_BUCKETS: tuple[int, ...] = (512, 1024, 2048)
+#: Cache capacities (text + prompt + generated positions) a session steps
+#: through: the shared ones plus 2048 for the 1 500-token cap after a long
+#: prefix.  Each bucket's graph is captured when a session first may need it.
+DEFAULT_BUCKETS: tuple[int, ...] = (*CACHE_BUCKETS, 2048)
 
 #: Side-stream iterations before capture: the CUDA-graph docs require warm-up
 #: so lazy initialisation (cuBLAS handles, autotuning) happens outside capture.
@@ -237,20 +241,39 @@ class CudaGraphGPTRuntime:
         return self._graphs_ok and self._capture_factory is not EagerCapture
 
     def session(self, max_len: int) -> CudaGraphSession:
+        """A session over the buckets up to the one holding `max_len`, all captured now
+        (so no capture happens between two tokens)."""
         with torch.inference_mode():
-            bucket = self._bucket(self.bucket_for(max_len))
-            self._ensure_captured(bucket)
-        return CudaGraphSession(self, bucket, max_len)
+            top = self.bucket_for(max_len)
+            sizes = [size for size in self.buckets if size < top] + [top]
+            buckets = [self._bucket(size) for size in sizes]
+            for bucket in buckets:
+                self._ensure_captured(bucket)
+        return CudaGraphSession(self, buckets, max_len)
 
 
 class CudaGraphSession:
-    """One utterance on a `CudaGraphGPTRuntime`: eager prefill, replayed steps."""
+    """One utterance on a `CudaGraphGPTRuntime`: eager prefill, replayed steps.
 
-    def __init__(self, runtime: CudaGraphGPTRuntime, bucket: _Bucket, max_len: int) -> None:
+    `buckets` ascend and share one storage; the session uses the smallest one
+    holding the slots written so far, so moving up needs no copy.
+    """
+
+    def __init__(
+        self, runtime: CudaGraphGPTRuntime, buckets: Sequence[_Bucket], max_len: int
+    ) -> None:
         self.runtime = runtime
-        self.bucket = bucket
+        self.buckets = list(buckets)
+        self.bucket = self.buckets[0]
         self.max_len = max_len
         self.last_hidden: torch.Tensor | None = None
+
+    def _bucket_holding(self, length: int) -> _Bucket:
+        """The smallest of the session's buckets with at least `length` slots."""
+        for bucket in self.buckets:
+            if bucket.cache.max_len >= length:
+                return bucket
+        raise IndexError(f"{length} positions exceed the session's largest bucket")
 
     @torch.inference_mode()
     def prefill(
@@ -258,6 +281,7 @@ class CudaGraphSession:
     ) -> torch.Tensor:
         rt = self.runtime
         dev, dtype = rt.device_compute, rt.policy.dtype
+        self.bucket = self._bucket_holding(phone_ids.shape[1] + prompt_tokens.shape[1])
         hidden = rt.model.prefill_hidden(
             phone_ids.to(dev),
             bert.to(device=dev, dtype=dtype),
@@ -270,6 +294,8 @@ class CudaGraphSession:
     def step(self, token: int, position: int, slot: int) -> torch.Tensor:
         if slot >= self.max_len:
             raise IndexError(f"slot {slot} beyond the session's {self.max_len} positions")
+        if slot >= self.bucket.cache.max_len:
+            self.bucket = self._bucket_holding(slot + 1)
         rt = self.runtime
         rt.token.fill_(token)
         rt.position.fill_(position)

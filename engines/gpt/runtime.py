@@ -13,7 +13,7 @@ from typing import Protocol
 import torch
 
 from .config import GPTConfig
-from .kv_cache import KVCache
+from .kv_cache import CACHE_BUCKETS, KVCache, bucket_length
 from .model import Text2SemanticModel
 
 
@@ -44,13 +44,24 @@ class GPTRuntime(Protocol):
 
 
 class TorchSession:
-    """Eager torch decoding on a `Text2SemanticModel` (the reference runtime)."""
+    """Eager torch decoding on a `Text2SemanticModel` (the reference runtime).
+
+    The cache starts at the smallest bucket that holds the prefix and grows by
+    copying when a step reaches its end; every call attends over the filled
+    slots only, so a step costs what the phrase so far needs, whatever the
+    session's `max_len` (the loop's 1 500-token cap).
+    """
 
     def __init__(self, model: Text2SemanticModel, max_len: int) -> None:
         weight = model.ar_predict_layer.weight
         self.model = model
+        self.max_len = max_len
         self.cache = KVCache.allocate(
-            model.config, 1, max_len, dtype=weight.dtype, device=weight.device
+            model.config,
+            1,
+            bucket_length(min(max_len, CACHE_BUCKETS[0]), max_len),
+            dtype=weight.dtype,
+            device=weight.device,
         )
         self._token = torch.zeros(1, 1, dtype=torch.long, device=weight.device)
         self._position = torch.zeros(1, dtype=torch.long, device=weight.device)
@@ -58,19 +69,26 @@ class TorchSession:
         #: Last-layer output of the latest call, for diagnostics.
         self.last_hidden: torch.Tensor | None = None
 
+    def _room_for(self, length: int, filled: int) -> KVCache:
+        """The first `length` slots, after growing the cache if it is shorter."""
+        if length > self.cache.max_len:
+            self.cache = self.cache.grown(bucket_length(length, self.max_len), filled)
+        return self.cache.filled(length)
+
     def prefill(
         self, phone_ids: torch.Tensor, bert: torch.Tensor, prompt_tokens: torch.Tensor
     ) -> torch.Tensor:
-        self.last_hidden = self.model.prefill_hidden(phone_ids, bert, prompt_tokens, self.cache)
+        total = phone_ids.shape[1] + prompt_tokens.shape[1]
+        cache = self._room_for(total, 0)
+        self.last_hidden = self.model.prefill_hidden(phone_ids, bert, prompt_tokens, cache)
         return self.model.logits(self.last_hidden)
 
     def step(self, token: int, position: int, slot: int) -> torch.Tensor:
+        cache = self._room_for(slot + 1, slot)
         self._token.fill_(token)
         self._position.fill_(position)
         self._slot.fill_(slot)
-        self.last_hidden = self.model.decode_hidden(
-            self._token, self._position, self.cache, self._slot
-        )
+        self.last_hidden = self.model.decode_hidden(self._token, self._position, cache, self._slot)
         return self.model.logits(self.last_hidden)
 
 
