@@ -413,6 +413,24 @@ class Voice:
         voice._log_loaded(time.perf_counter() - start)
         return voice
 
+    def warm(self, runtime: bool = True) -> float:
+        """Pay the one-time costs now, not on a visitor's first press; returns seconds.
+
+        The text frontend loads its dictionaries on first use (seconds); with
+        `runtime`, one short utterance is synthesised and dropped, so the
+        backend's first-run allocations and kernel choices happen here too.
+        """
+        start = time.perf_counter()
+        for text, language in (("你好，欢迎。", "zh"), ("Hello.", "en")):
+            self.frontend.segments(text, language, "cut0")
+        if runtime:
+            warm_options = replace(self.options(), max_new_tokens=8)
+            for _ in self.stream("你好。", language="zh", options=warm_options):
+                pass
+        took = time.perf_counter() - start
+        log.info("voice %s warmed in %.1f s", self.voice_id, took)
+        return took
+
     def _log_loaded(self, seconds: float) -> None:
         runtime = self._runtime()
         reason = f" ({self.selection.reason})" if self.selection else ""
