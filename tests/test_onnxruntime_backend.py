@@ -221,6 +221,32 @@ def test_static_cache_is_not_copied(gpt_runtimes: dict[str, OrtGPTRuntime]) -> N
         session.step(5, 4, 64)
 
 
+def test_cache_grows_in_buckets_and_keeps_what_it_holds(
+    bank: ModelBank, gpt_runtimes: dict[str, OrtGPTRuntime]
+) -> None:
+    """A session with room for the 1 500-token cap starts at one bucket and grows by
+    copying (rebinding the graph) when a step reaches the end, logits unchanged."""
+    golden = _golden("gpt_v2.npz")
+    phones = torch.from_numpy(golden["all_phone_ids"])[None]
+    bert = torch.from_numpy(golden["bert_feature"])[None]
+    prompt = torch.from_numpy(golden["prompt_semantic"])[None]
+    prefix = phones.shape[1] + prompt.shape[1]
+    assert prefix < 126
+    eager = TorchSession(bank.gpt("v2", SEED), prefix + 1500)
+    ort_session = gpt_runtimes["v2"].session(prefix + 1500)
+    assert ort_session.k_cache.shape[3] == 128
+    with torch.inference_mode():
+        pairs = [(eager.prefill(phones, bert, prompt), ort_session.prefill(phones, bert, prompt))]
+        for step, token in enumerate(golden["tokens"][:4]):
+            slot = 126 + step  # the third step needs slot 128: the next bucket
+            pairs.append((eager.step(int(token), 40 + step, slot),
+                          ort_session.step(int(token), 40 + step, slot)))  # fmt: skip
+    assert ort_session.k_cache.shape[3] == 256
+    assert ort_session.k_cache[:, :, :, 126:130].abs().sum(dim=(0, 1, 2, 4)).min() > 0
+    for want, got in pairs:
+        assert float((want - got).abs().max()) <= ATOL_LOGITS
+
+
 # ------------------------------------------------------------------------------ SoVITS
 @pytest.mark.parametrize("version", ["v2", "v2ProPlus"])
 def test_audio_matches_golden(

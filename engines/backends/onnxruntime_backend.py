@@ -37,6 +37,7 @@ import torch
 
 from engines.backends.base import VoiceRuntime
 from engines.gpt.config import GPTConfig
+from engines.gpt.kv_cache import CACHE_BUCKETS, bucket_length
 from engines.onnx_graphs.contract import (
     GRAPH_FILES,
     GraphExporter,
@@ -51,6 +52,7 @@ from engines.onnx_graphs.contract import (
 )
 from engines.onnx_graphs.sovits import decode_staged
 from engines.sovits.synthesizer import Timbre
+from engines.threads import configure_onnxruntime, cpu_budget
 from engines.voice_models import VoiceModels
 
 log = logging.getLogger(__name__)
@@ -70,22 +72,8 @@ def default_cache_dir() -> Path:
 
 
 def physical_cores() -> int:
-    """Physical cores available (hyper-threads do not help these GEMV-bound graphs)."""
-    try:
-        cores = set()
-        block: dict[str, str] = {}
-        for line in [*Path("/proc/cpuinfo").read_text().splitlines(), ""]:
-            if ":" in line:
-                key, value = (part.strip() for part in line.split(":", 1))
-                block[key] = value
-            elif block:
-                cores.add((block.get("physical id"), block.get("core id"), block.get("processor")
-                           if "core id" not in block else None))  # fmt: skip
-                block = {}
-        usable = len(os.sched_getaffinity(0))
-        return max(1, min(len(cores), usable)) if cores else max(1, usable)
-    except (OSError, AttributeError):
-        return max(1, os.cpu_count() or 1)
+    """Threads for the CPU EP: the cores this process may use (see `engines.threads`)."""
+    return cpu_budget().threads
 
 
 def _ort() -> Any:
@@ -100,8 +88,9 @@ def session_options(intra_op_threads: int | None = None) -> Any:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = intra_op_threads or physical_cores()
-    options.inter_op_num_threads = 1
+    # Intra-op workers sized to our cores and blocking, not spinning: on a shared CPU
+    # spinning workers cost more than the core they wait for (see `engines.threads`).
+    configure_onnxruntime(options, intra_op_threads)
     options.log_severity_level = 3  # warnings about unused initialisers are noise here
     return options
 
@@ -144,14 +133,23 @@ def _np(t: torch.Tensor, dtype: Any) -> np.ndarray:
 
 # =============================================================================== GPT
 class OrtDecoderSession:
-    """One utterance on ONNX Runtime: static KV cache of `max_len` slots, IO-bound."""
+    """One utterance on ONNX Runtime: KV cache for up to `max_len` slots, IO-bound.
 
-    def __init__(self, runtime: OrtGPTRuntime, max_len: int) -> None:
+    The decode graph attends over every cache slot it is given, so the cache
+    is sized in buckets (`engines.gpt.kv_cache.bucket_length`) and grows by
+    copying (and rebinding) when a step reaches its end: a short phrase pays
+    for its own length, not the 1 500-token cap.  `fixed` keeps exactly
+    `max_len` slots, for a decode graph exported with a static cache length.
+    """
+
+    def __init__(self, runtime: OrtGPTRuntime, max_len: int, *, fixed: bool = False) -> None:
         cfg = runtime.config
         self.runtime = runtime
         self.max_len = max_len
+        self.fixed = fixed
         device = runtime.cache_device
-        shape = (cfg.num_layers, 1, cfg.num_heads, max_len, cfg.head_dim)
+        first = max_len if fixed else bucket_length(min(max_len, CACHE_BUCKETS[0]), max_len)
+        shape = (cfg.num_layers, 1, cfg.num_heads, first, cfg.head_dim)
         self.k_cache = torch.zeros(shape, dtype=torch.float32, device=device)
         self.v_cache = torch.zeros(shape, dtype=torch.float32, device=device)
         row = (cfg.num_layers, 1, cfg.num_heads, 1, cfg.head_dim)
@@ -185,6 +183,19 @@ class OrtDecoderSession:
         bind("out", "new_v", self._new_v)
         return binding
 
+    def _room_for(self, length: int, filled: int) -> None:
+        """Grow the cache (keeping slots `< filled`) and rebind, if it holds fewer than `length`."""
+        if length <= self.k_cache.shape[3]:
+            return
+        size = bucket_length(length, self.max_len)
+        shape = (*self.k_cache.shape[:3], size, self.k_cache.shape[4])
+        for name in ("k_cache", "v_cache"):
+            old = getattr(self, name)
+            new = old.new_zeros(shape)
+            new[:, :, :, :filled] = old[:, :, :, :filled]
+            setattr(self, name, new)
+        self._binding = self._bind()
+
     def prefill(
         self, phone_ids: torch.Tensor, bert: torch.Tensor, prompt_tokens: torch.Tensor
     ) -> torch.Tensor:
@@ -192,6 +203,7 @@ class OrtDecoderSession:
         total = phone_ids.shape[1] + prompt_tokens.shape[1]
         if total > self.max_len:
             raise ValueError(f"prefix of {total} positions does not fit max_len {self.max_len}")
+        self._room_for(total, 0)
         logits, keys, values = self.runtime.prefill.run(
             None,
             {
@@ -208,6 +220,7 @@ class OrtDecoderSession:
         """Feed `token`; afterwards its key/value rows sit in cache slot `slot`."""
         if not 0 <= slot < self.max_len:
             raise ValueError(f"slot {slot} outside the cache (max_len {self.max_len})")
+        self._room_for(slot + 1, slot)
         self._token.fill_(token)
         self._position.fill_(position)
         self._slot.fill_(slot)
@@ -256,7 +269,7 @@ class OrtGPTRuntime:
                     f"needs {max_len} cache slots; the decode graph was exported with "
                     f"max_len {self.static_max_len}"
                 )
-            max_len = self.static_max_len
+            return OrtDecoderSession(self, self.static_max_len, fixed=True)
         return OrtDecoderSession(self, max_len)
 
 

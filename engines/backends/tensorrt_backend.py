@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from engines.gpt.config import GPTConfig
+from engines.gpt.kv_cache import CACHE_BUCKETS, bucket_length
 from engines.gpt.model import Text2SemanticModel
 from engines.onnx_graphs.contract import Sources, gpt_config_from_manifest
 from engines.onnx_graphs.sovits import decode_staged, prior_frames
@@ -203,18 +204,37 @@ class TensorRTGPTRuntime:
 
 
 class TensorRTSession:
-    """One utterance: its own contiguous cache of exactly `max_len` slots."""
+    """One utterance: its own contiguous cache for up to `max_len` slots.
+
+    The decode engine attends over every slot it is given, so the cache is
+    sized in buckets (`engines.gpt.kv_cache.bucket_length`, inside the engine's
+    profile) and grows by copying when a step reaches its end: a short phrase
+    pays for its own length, not for the 1 500-token cap.
+    """
 
     def __init__(self, runtime: TensorRTGPTRuntime, max_len: int) -> None:
         self.rt = runtime
+        self.max_len = max_len
         cfg = runtime.config
         dev = runtime.decode_graph.device
-        shape = (cfg.num_layers, 1, cfg.num_heads, max_len, cfg.head_dim)
+        first = bucket_length(min(max_len, CACHE_BUCKETS[0]), max_len)
+        shape = (cfg.num_layers, 1, cfg.num_heads, first, cfg.head_dim)
         self.keys = torch.zeros(shape, dtype=runtime.cache_dtype, device=dev)
         self.values = torch.zeros(shape, dtype=runtime.cache_dtype, device=dev)
         self.token = torch.zeros(1, 1, dtype=torch.long, device=dev)
         self.position = torch.zeros(1, dtype=torch.long, device=dev)
         self.slot = torch.zeros(1, dtype=torch.long, device=dev)
+
+    def _room_for(self, length: int, filled: int) -> None:
+        """Grow the cache to the bucket holding `length` slots, keeping slots `< filled`."""
+        if length <= self.keys.shape[3]:
+            return
+        shape = (*self.keys.shape[:3], bucket_length(length, self.max_len), self.keys.shape[4])
+        for name in ("keys", "values"):
+            old = getattr(self, name)
+            new = old.new_zeros(shape)
+            new[:, :, :, :filled].copy_(old[:, :, :, :filled])
+            setattr(self, name, new)
 
     def prefill(
         self, phone_ids: torch.Tensor, bert: torch.Tensor, prompt_tokens: torch.Tensor
@@ -223,11 +243,13 @@ class TensorRTSession:
             {"phone_ids": phone_ids, "bert": bert, "prompt": prompt_tokens}
         )
         length = out["keys"].shape[3]
+        self._room_for(length, 0)
         self.keys[:, :, :, :length].copy_(out["keys"])
         self.values[:, :, :, :length].copy_(out["values"])
         return out["logits"].float().cpu()
 
     def step(self, token: int, position: int, slot: int) -> torch.Tensor:
+        self._room_for(slot + 1, slot)
         self.token.fill_(token)
         self.position.fill_(position)
         self.slot.fill_(slot)
