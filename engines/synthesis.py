@@ -5,6 +5,11 @@ clip contributes (a `VoicePrompt`) and the target phones of each text segment,
 and returns 32 kHz float audio.  The text frontend and the reference-clip
 analysis produce the inputs; the runtimes of later issues replace the models
 behind the same calls.
+
+What happens between the models follows the official app's default engine
+(its batch path): at most `min(early_stop_num, 1499)` tokens per segment, a
+segment whose peak exceeds 1 scaled down to peak 1, then `fragment_interval`
+seconds of silence after every segment, the last one included.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from engines.gpt.decoding import MAX_DECODE_STEPS, generate
+from engines.gpt.decoding import batch_token_cap, generate
 from engines.gpt.sampling import SamplingParams
 from engines.sovits.synthesizer import Timbre
 from engines.streaming import StreamSettings, stream_tokens_to_audio, supports_windows
@@ -25,8 +30,38 @@ from engines.voice_models import VoiceModels
 if TYPE_CHECKING:
     from engines.backends.base import VoiceRuntime
 
-#: The reference appends 0.3 s of silence after every synthesised fragment.
-PAUSE_SAMPLES = 9600
+#: Output rate of every supported SoVITS version (its `data.sampling_rate`).
+SAMPLE_RATE = 32000
+#: The official pause between fragments, in seconds (`fragment_interval`).
+DEFAULT_FRAGMENT_INTERVAL = 0.3
+#: The official app's text split method when a request names none (api_v2.py).
+DEFAULT_TEXT_SPLIT_METHOD = "cut5"
+
+
+def pause_samples(fragment_interval: float, sample_rate: int = SAMPLE_RATE) -> int:
+    """Zeros after each fragment: `int(rate * interval)`, the same float expression as the app."""
+    if fragment_interval <= 0:
+        return 0
+    return int(sample_rate * fragment_interval)
+
+
+#: The default 0.3 s pause at 32 kHz (9600 samples).
+PAUSE_SAMPLES = pause_samples(DEFAULT_FRAGMENT_INTERVAL)
+
+
+def limit_peak(audio: np.ndarray) -> np.ndarray:
+    """Scale a fragment down to peak 1 when its peak exceeds 1 (the app's guard before int16).
+
+    Quieter audio is returned unchanged (never boosted); the division is in
+    float32, as the app does it.
+    """
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.size == 0:
+        return audio
+    peak = np.float32(np.abs(audio).max())
+    if peak > 1:
+        return audio / peak
+    return audio
 
 
 @dataclass(frozen=True)
@@ -52,8 +87,14 @@ class SynthesisOptions:
 
     sampling: SamplingParams = field(default_factory=SamplingParams)
     speed: float = 1.0
+    #: The app's SoVITS decode default (its API does not expose it).
     noise_scale: float = 0.5
+    #: Fixed by default so that a text always sounds the same; the app draws one (-1).
     seed: int = 0
+    #: Seconds of silence after every segment, the last one included (0: none).
+    fragment_interval: float = DEFAULT_FRAGMENT_INTERVAL
+    #: The app's split method when a request names none; callers pass it on as `cut_method`.
+    text_split_method: str = DEFAULT_TEXT_SPLIT_METHOD
     #: Optional guard against a model that never says EOS: at most this many
     #: semantic tokens (25 per second) per target phone.  None: the reference's
     #: own caps only (max_sec and 1500 tokens).
@@ -70,10 +111,15 @@ class SynthesisOptions:
             raise ValueError(f"speed must be between 0.25 and 4, got {self.speed}")
         if not 0.0 <= self.noise_scale <= 2.0:
             raise ValueError(f"noise_scale must be between 0 and 2, got {self.noise_scale}")
+        if not 0.0 <= self.fragment_interval <= 10.0:
+            raise ValueError(
+                f"fragment_interval must be between 0 and 10 s, got {self.fragment_interval}"
+            )
 
 
-def _token_limit(options: SynthesisOptions, phones: int) -> int:
-    limit = MAX_DECODE_STEPS
+def _token_limit(options: SynthesisOptions, phones: int, early_stop_num: int) -> int:
+    """Tokens a segment may keep: the app's batch-path cap, then the project's own guards."""
+    limit = batch_token_cap(early_stop_num)
     if options.max_tokens_per_phone is not None:
         limit = min(limit, options.max_tokens_per_phone * phones)
     if options.max_new_tokens is not None:
@@ -90,12 +136,12 @@ def synthesize_phones(
     options: SynthesisOptions,
     generator: torch.Generator,
 ) -> np.ndarray:
-    """One segment: target phones `[M]` and BERT `[1024, M]` to float32 audio."""
+    """One segment: target phones `[M]` and BERT `[1024, M]` to float32 audio (no peak rule)."""
     if phone_ids.ndim != 1 or phone_ids.numel() == 0:
         raise ValueError("a segment needs at least one phone")
     all_phones = torch.cat([prompt.phone_ids, phone_ids])
     all_bert = torch.cat([prompt.bert, bert.to(prompt.bert.dtype)], dim=1)
-    limit = _token_limit(options, phone_ids.numel())
+    limit = _token_limit(options, phone_ids.numel(), voice.gpt.config.early_stop_num)
     decoded = generate(
         voice.gpt,
         all_phones,
@@ -104,7 +150,7 @@ def synthesize_phones(
         options.sampling,
         generator,
         max_new_tokens=limit,
-        early_stop_num=voice.gpt.config.early_stop_num,
+        early_stop_num=None,  # already in `limit`, with the batch path's rule
     )
     if decoded.tokens.numel() == 0:
         return np.zeros(0, dtype=np.float32)
@@ -147,8 +193,8 @@ def stream_phones(
         options.sampling,
         generator,
         options.noise_scale,
-        max_new_tokens=_token_limit(options, phone_ids.numel()),
-        early_stop_num=voice.gpt.config.early_stop_num,
+        max_new_tokens=_token_limit(options, phone_ids.numel(), voice.gpt.config.early_stop_num),
+        early_stop_num=None,
         settings=settings,
     )
 
@@ -160,26 +206,28 @@ def iter_segment_pieces(
     options: SynthesisOptions,
     stream: StreamSettings | None = None,
 ) -> Iterator[tuple[int, bool, np.ndarray]]:
-    """Each segment's audio, then the reference's 0.3 s pause, as tagged pieces.
+    """Each segment's audio, then the app's pause, as tagged pieces.
 
-    Yields (segment index, is pause, samples).  One generator seeded once
-    serves the whole text, so the same seed gives the same audio; yielding
-    piece by piece keeps memory flat for long texts.  With `stream`, each
-    segment comes as several chunks, the first after
-    `stream.first_chunk_tokens` tokens.
+    Yields (segment index, is pause, samples).  Each segment goes through the
+    peak rule (`limit_peak`) before its pause of `options.fragment_interval`
+    seconds (an empty pause piece when that is 0, so every segment still ends
+    with one).  One generator seeded once serves the whole text, so the same
+    seed gives the same audio; yielding piece by piece keeps memory flat for
+    long texts.  With `stream`, each segment comes as several chunks, the
+    first after `stream.first_chunk_tokens` tokens; the peak rule then applies
+    to each chunk, as in the app's streaming mode, since the segment's peak is
+    not known yet.
     """
     generator = torch.Generator().manual_seed(options.seed)
+    pause = pause_samples(options.fragment_interval)
     for index, (phone_ids, bert) in enumerate(segments):
         if stream is None:
-            yield (
-                index,
-                False,
-                synthesize_phones(voice, prompt, phone_ids, bert, options, generator),
-            )
+            audio = synthesize_phones(voice, prompt, phone_ids, bert, options, generator)
+            yield index, False, limit_peak(audio)
         else:
             for chunk in stream_phones(voice, prompt, phone_ids, bert, options, generator, stream):
-                yield index, False, chunk
-        yield index, True, np.zeros(PAUSE_SAMPLES, dtype=np.float32)
+                yield index, False, limit_peak(chunk)
+        yield index, True, np.zeros(pause, dtype=np.float32)
 
 
 def iter_segment_audio(
@@ -189,9 +237,10 @@ def iter_segment_audio(
     options: SynthesisOptions,
     stream: StreamSettings | None = None,
 ) -> Iterator[np.ndarray]:
-    """The samples of `iter_segment_pieces`, untagged."""
-    for _, _, samples in iter_segment_pieces(voice, prompt, segments, options, stream):
-        yield samples
+    """`iter_segment_pieces` without the tags (and without empty pauses)."""
+    for _, is_pause, samples in iter_segment_pieces(voice, prompt, segments, options, stream):
+        if samples.size or not is_pause:
+            yield samples
 
 
 def synthesize_segments(
@@ -200,6 +249,6 @@ def synthesize_segments(
     segments: Sequence[tuple[torch.Tensor, torch.Tensor]],
     options: SynthesisOptions,
 ) -> np.ndarray:
-    """Several segments, each followed by the reference's 0.3 s pause, as one array."""
+    """Several segments, each peak-limited and followed by the app's pause, as one array."""
     pieces = list(iter_segment_audio(voice, prompt, segments, options))
     return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)

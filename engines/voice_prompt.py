@@ -4,6 +4,14 @@ The clip gives three things: semantic prompt tokens (HuBERT at 16 kHz, then
 the SoVITS quantizer), the timbre vector (its 32 kHz spectrogram, plus the
 speaker-verification embedding for v2Pro/v2ProPlus), and, with its
 transcript, the prompt phones and their BERT features.
+
+The official app reads the clip twice, and differently: for HuBERT through
+librosa (soxr HQ to 16 kHz, then 0.3 s * 32 000 = 9 600 zeros appended), for
+the spectrogram through torchaudio (its windowed-sinc `Resample` to 32 kHz
+when the clip has another rate, peak over 1 divided by min(2, peak)), and
+for the speaker embedding that 32 kHz clip brought to 16 kHz by the same
+sinc resampler.  Both resamplers are reproduced; swapping them moves the
+timbre of a non-32 kHz clip by about 0.5 % of the output.
 """
 
 from __future__ import annotations
@@ -16,17 +24,28 @@ from engines.features import (
     BertFeaturizer,
     FeatureModelError,
     HubertEncoder,
-    load_audio,
     prompt_tokens,
+    read_clip,
+    resample,
 )
 from engines.sovits.spectrogram import normalise_reference_clip, reference_spectrogram
-from engines.speaker import SpeakerEncoder
+from engines.speaker import SpeakerEncoder, sinc_resample
 from engines.synthesis import VoicePrompt
 from engines.text.frontend import PhoneSegment, TextFrontend
 from engines.text.segmentation import SENTENCE_MARKS
 from engines.voice_models import VoiceModels
 
 BERT_DIM = 1024
+SPECTROGRAM_RATE = 32000
+HUBERT_RATE = 16000
+
+
+def spectrogram_clip(mono: torch.Tensor, rate: int) -> torch.Tensor:
+    """The clip as the app's spectrogram sees it: sinc-resampled to 32 kHz, peak-limited."""
+    wav = mono.to(torch.float32)
+    if rate != SPECTROGRAM_RATE:
+        wav = sinc_resample(wav, rate, SPECTROGRAM_RATE)
+    return normalise_reference_clip(wav)
 
 
 def segment_bert(segment: PhoneSegment, bert: BertFeaturizer | None) -> torch.Tensor:
@@ -66,10 +85,11 @@ def build_voice_prompt(
         raise ValueError("the reference transcript is empty: give the words spoken in the clip")
     if transcript[-1] not in SENTENCE_MARKS:
         transcript += "." if transcript_language == "en" else "。"
-    wav16k = torch.from_numpy(load_audio(clip_path, 16000))
+    mono, rate = read_clip(clip_path)
+    wav16k = torch.from_numpy(resample(mono, rate, HUBERT_RATE))
     with torch.inference_mode():
         tokens = prompt_tokens(hubert, voice.sovits, wav16k)
-        wav32k = normalise_reference_clip(torch.from_numpy(load_audio(clip_path, 32000)))
+        wav32k = spectrogram_clip(torch.from_numpy(mono), rate)
         spec = reference_spectrogram(wav32k[None])
         sv = speaker.embed(wav32k[None]) if voice.sovits.cfg.uses_sv_embedding else None
         timbre = voice.sovits.timbre(spec, sv)

@@ -37,11 +37,10 @@ from engines.features import (
     load_prompt_audio,
     prepare_prompt_audio,
     prompt_tokens,
-    read_wav_float,
 )
 from engines.features.bert import token_owner_per_char
 from engines.sovits import SoVITSConfig, SoVITSModel
-from engines.wav_io import write_wav
+from engines.wav_io import read_wav, write_wav
 
 # ---------------------------------------------------------------------------- tiny BERT
 
@@ -538,29 +537,29 @@ def test_wav_16bit_matches_wav_io(tmp_path: Path) -> None:
 def test_wav_sample_formats(tmp_path: Path) -> None:
     i24 = np.array([-(2**23), -1, 0, 1, 2**23 - 1], dtype=np.int32)
     raw24 = b"".join(int(v).to_bytes(3, "little", signed=True) for v in i24)
-    got, rate = read_wav_float(_write(tmp_path / "24.wav", _wav_bytes(raw24, bits=24)))
+    got, rate = read_wav(_write(tmp_path / "24.wav", _wav_bytes(raw24, bits=24)))
     assert rate == 16000
     np.testing.assert_array_equal(got[0], i24.astype(np.float32) / 2**23)
 
     f32 = np.array([-1.5, -0.25, 0.0, 0.5, 1.25], dtype="<f4")  # float data is not clipped
-    got, _ = read_wav_float(_write(tmp_path / "f32.wav", _wav_bytes(f32.tobytes(), tag=3, bits=32)))
+    got, _ = read_wav(_write(tmp_path / "f32.wav", _wav_bytes(f32.tobytes(), tag=3, bits=32)))
     np.testing.assert_array_equal(got[0], f32)
 
     f64 = np.array([0.1, -0.2], dtype="<f8")
-    got, _ = read_wav_float(_write(tmp_path / "f64.wav", _wav_bytes(f64.tobytes(), tag=3, bits=64)))
+    got, _ = read_wav(_write(tmp_path / "f64.wav", _wav_bytes(f64.tobytes(), tag=3, bits=64)))
     np.testing.assert_array_equal(got[0], f64.astype(np.float32))
 
     i32 = np.array([-(2**31), 2**31 - 1, 12345], dtype="<i4")
-    got, _ = read_wav_float(_write(tmp_path / "i32.wav", _wav_bytes(i32.tobytes(), bits=32)))
+    got, _ = read_wav(_write(tmp_path / "i32.wav", _wav_bytes(i32.tobytes(), bits=32)))
     np.testing.assert_array_equal(got[0], i32.astype(np.float32) / np.float32(2**31))
 
     u8 = np.array([0, 128, 255], dtype=np.uint8)
-    got, _ = read_wav_float(_write(tmp_path / "u8.wav", _wav_bytes(u8.tobytes(), bits=8)))
+    got, _ = read_wav(_write(tmp_path / "u8.wav", _wav_bytes(u8.tobytes(), bits=8)))
     np.testing.assert_array_equal(got[0], np.array([-1.0, 0.0, 127 / 128], dtype=np.float32))
 
     i16 = np.array([-32768, 5, 32767], dtype="<i2")
     ext = _wav_bytes(i16.tobytes(), extensible=True)
-    got, _ = read_wav_float(_write(tmp_path / "ext.wav", ext))
+    got, _ = read_wav(_write(tmp_path / "ext.wav", ext))
     np.testing.assert_array_equal(got[0], i16.astype(np.float32) / 32768)
 
 

@@ -6,7 +6,7 @@
 - load_audio: WAV reading and soxr HQ resampling as the reference's librosa does it.
 """
 
-from .audio_loading import load_audio, read_wav_float, resample
+from .audio_loading import load_audio, read_clip, resample
 from .bert import BERT_SPEC, BertFeaturizer
 from .errors import AudioFileError, FeatureModelError, ReferenceClipError, TextFeatureError
 from .hubert import (
@@ -38,6 +38,6 @@ __all__ = [
     "load_prompt_audio",
     "prepare_prompt_audio",
     "prompt_tokens",
-    "read_wav_float",
+    "read_clip",
     "resample",
 ]

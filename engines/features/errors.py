@@ -7,6 +7,8 @@ apart from "record another reference clip" and "fix the text".
 
 from __future__ import annotations
 
+from engines.wav_io import WavFileError
+
 
 class FeatureModelError(ValueError):
     """A pretrained helper model folder is missing, incomplete or of the wrong kind."""
@@ -16,7 +18,7 @@ class ReferenceClipError(ValueError):
     """The reference clip cannot be used (unreadable, too short or too long, not finite)."""
 
 
-class AudioFileError(ReferenceClipError):
+class AudioFileError(ReferenceClipError, WavFileError):
     """An audio file cannot be read; the only audio loaded here is a reference clip."""
 
 
