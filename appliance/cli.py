@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engines.backends.selection import BackendUnavailableError
+from engines.threads import configure_torch
 
 log = logging.getLogger("kiosk")
 
@@ -186,12 +187,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
+        configure_torch()
         return _delegated(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Threads from the cores we may use; the OpenMP wait policy was set when this
+    # module imported `engines` (before torch), see `engines.threads`.
+    configure_torch()
     try:
         return int(args.func(args))
     except (UsageError, ValueError, OSError, BackendUnavailableError) as exc:
