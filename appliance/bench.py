@@ -18,7 +18,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="backend(s) to run besides torch-eager (default: every available)",
     )
     parser.add_argument("--models", default="v2,v2ProPlus", help="SoVITS architectures")
-    parser.add_argument("--workloads", default="short,long", help="short and/or long")
+    parser.add_argument(
+        "--workloads",
+        default="short,long,voice",
+        help="short, long (fixed token counts) and/or voice (a sentence through engines.Voice)",
+    )
+    parser.add_argument(
+        "--voice-dir",
+        default="out/bench-voice",
+        metavar="DIR",
+        help="demo voice folder for the voice workload (written once, graphs exported into it)",
+    )
+    parser.add_argument(
+        "--contended",
+        action="store_true",
+        help="also measure every backend with one core held by a busy-loop process, "
+        "side by side with the idle figures (ratio per backend)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per backend")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
     parser.add_argument(
@@ -32,8 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from devtools.benchmark import (
         BENCH_MODELS,
+        VOICE_WORKLOAD,
         WORKLOADS,
         available_backends,
+        format_contention,
         format_table,
         machine_info,
         random_bert_folder,
@@ -44,11 +62,11 @@ def run(args: argparse.Namespace) -> int:
     models = [m for m in args.models.split(",") if m]
     workloads = [w for w in args.workloads.split(",") if w]
     bad = [m for m in models if m not in ("v1", "v2", "v2Pro", "v2ProPlus")]
-    bad += [w for w in workloads if w not in WORKLOADS]
+    bad += [w for w in workloads if w not in WORKLOADS and w != VOICE_WORKLOAD]
     if bad or args.repeats < 1:
         raise ValueError(
             f"unknown model/workload {bad} (models {BENCH_MODELS}, workloads "
-            f"{tuple(WORKLOADS)}) or repeats < 1"
+            f"{(*WORKLOADS, VOICE_WORKLOAD)}) or repeats < 1"
         )
     chosen = ["torch-eager"]
     for name, ok, why in available_backends():
@@ -59,28 +77,42 @@ def run(args: argparse.Namespace) -> int:
             chosen.append(name)
         elif wanted:
             log.info("skipping %s: %s", name, why)
+    fixed = [w for w in workloads if w in WORKLOADS]
+    loads = (False, True) if args.contended else (False,)
     records = []
     with tempfile.TemporaryDirectory(prefix="kiosk-bench-") as tmp:
         bert_dir = None
-        if not args.no_text:
+        if not args.no_text and fixed:
             log.info("building a chinese-roberta-sized BERT with random weights for timing")
             bert_dir = str(random_bert_folder(Path(tmp) / "bert"))
-        for model in models:
+        # (model, workloads, bert): the formula-weight models, then the Voice workload once.
+        jobs = [(model, fixed, bert_dir) for model in models if fixed]
+        if VOICE_WORKLOAD in workloads:
+            jobs.append(("demo", [VOICE_WORKLOAD], None))
+        for model, job_workloads, job_bert in jobs:
             for backend in chosen:
-                log.info("benchmarking %s on %s (%s)", model, backend, ", ".join(workloads))
-                try:
-                    records += run_isolated(
-                        model, backend, workloads, args.repeats, args.threads, bert_dir
-                    )
-                except RuntimeError as exc:
-                    log.error("%s on %s failed: %s", model, backend, exc)
+                for contended in loads:  # idle and contended back to back: same conditions
+                    busy = ", one core busy" if contended else ""
+                    log.info("benchmarking %s on %s (%s)%s", model, backend,
+                             ", ".join(job_workloads), busy)  # fmt: skip
+                    try:
+                        records += run_isolated(
+                            model, backend, job_workloads, args.repeats, args.threads,
+                            job_bert, args.voice_dir, contended=contended,
+                        )  # fmt: skip
+                    except RuntimeError as exc:
+                        log.error("%s on %s failed: %s", model, backend, exc)
     machine = machine_info()
     print(
-        f"machine: {machine['processor']}, {machine['cpu_count']} CPUs, "
+        f"machine: {machine['processor']}, {machine['cpu_count']} CPUs "
+        f"({machine['cpu_threads']} usable, load average {machine['load_avg']}), "
         f"GPU: {machine['cuda_device'] or 'none'}, torch {machine['torch']}, "
         f"onnxruntime {machine['onnxruntime']}"
     )
     print(format_table(records))
+    if args.contended:
+        print()
+        print(format_contention(records))
     if args.json:
         write_json(args.json, machine, records)
         print(f"figures written to {args.json}")

@@ -6,14 +6,22 @@ so an untrained model cannot end a run early):
 
     short: 30 reference + 20 target phones, 75 prompt tokens,  50 new tokens (2 s)
     long:  30 reference + 120 target phones, 75 prompt tokens, 300 new tokens (12 s)
+    voice: a sentence through `engines.Voice` on the demo voice folder, with the
+           settings and caps `kiosk say` uses (the voice's defaults, the loop's
+           1 500-token cap, its per-phone cap, EOS allowed): what a visitor waits for
 
 Each (model, backend) runs in its own child process, so its peak memory is its
 own.  Figures are medians over repeats; ratios against torch eager are taken
-from the same run, because the machines are noisy.
+from the same run, because the machines are noisy.  With `contended=True` each
+child runs twice, idle and then with a separate busy-loop process holding one
+core (as the kiosk's browser does), and `format_contention` sets the two
+real-time factors side by side.  Every record carries the 1-minute load
+average at its start, so a noisy figure shows as one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -21,7 +29,7 @@ import platform
 import resource
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +47,7 @@ from engines.gpt.sampling import SamplingParams
 from engines.sovits.spectrogram import reference_spectrogram
 from engines.sovits.synthesizer import SoVITSModel
 from engines.streaming import StreamSettings, stream_tokens_to_audio, supports_windows
+from engines.threads import THREADS_ENV, configure_torch, cpu_budget
 from engines.voice_models import VoiceModels
 
 BENCH_SEED = 7
@@ -55,7 +64,13 @@ RECORD_KEYS = (
     "first_audio_ms",
     "total_ms",
     "peak_rss_mb",
+    "cpu_load",
+    "load_avg",
 )
+#: `cpu_load` values: nothing else of ours running, or one core held by a busy loop.
+IDLE, CONTENDED = "idle", "contended"
+#: Contended/idle RTF a CPU backend may reach (the kiosk shares its CPU with a browser).
+CONTENTION_TARGET = 2.2
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,9 @@ WORKLOADS = {
     "short": Workload(30, 20, 75, 50),
     "long": Workload(30, 120, 75, 300),
 }
+#: The `engines.Voice` workload (not a fixed token count: the voice decides).
+VOICE_WORKLOAD = "voice"
+VOICE_SENTENCE = "这首山歌是外婆年轻的时候在田里唱的。"
 
 
 def backend_by_name(name: str, options: dict[str, Any] | None = None) -> Backend:
@@ -165,6 +183,7 @@ def measure(
     runtime: VoiceRuntime, voice: VoiceModels, name: str, workload: Workload, repeats: int
 ) -> dict[str, Any]:
     """One record: prefill, decode, SoVITS, streaming first audio and totals."""
+    load_avg = _load_avg()
     data = _inputs(workload, voice.sovits, BENCH_SEED)
     params = SamplingParams()
     prefix = data["phones"].shape[1] + workload.prompt_tokens
@@ -236,7 +255,16 @@ def measure(
         "first_audio_ms": round(first_ms, 1),
         "total_ms": round(total, 1),
         "peak_rss_mb": None,
+        "cpu_load": IDLE,
+        "load_avg": load_avg,
     }
+
+
+def _load_avg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 #: Sentences for the text-to-first-audio path (10 and 60 characters).
@@ -316,7 +344,57 @@ def measure_text(
         model=voice.sovits_version,
         backend=name,
         workload=label,
+        cpu_load=IDLE,
+        load_avg=_load_avg(),
         first_audio_ms=round(_median_ms(first_audio, repeats), 1),
+    )
+    return record
+
+
+def measure_voice(name: str, voice_dir: str | Path, repeats: int) -> dict[str, Any]:
+    """`VOICE_SENTENCE` through `engines.Voice` on backend `name`, as `kiosk say` runs it.
+
+    The demo voice folder (written once into `voice_dir`, ONNX graphs exported
+    into it on first use) with the voice's own settings and caps; RTF is the
+    median whole-utterance time over the audio it made, first audio the
+    median time to the first streamed chunk.
+    """
+    from appliance.say import export_on_demand
+    from devtools.demo_voice import write_demo_voice_folder
+    from engines.voice import Voice
+
+    base, options = BENCH_VARIANTS.get(name, (name, {}))
+    folder = write_demo_voice_folder(Path(voice_dir))
+    load_avg = _load_avg()
+    with Voice.load(
+        folder, backend=base, backend_options=options or None, export=export_on_demand
+    ) as voice:
+        settings = voice.options()  # the voice's defaults, as `kiosk say` without flags
+        segments = voice.segments(VOICE_SENTENCE)
+        # Warm-up; the voice's seed fixes the length, so every repeat makes this much audio.
+        seconds = voice.synthesize(VOICE_SENTENCE, options=settings, segments=segments).seconds
+
+        def whole() -> None:
+            voice.synthesize(VOICE_SENTENCE, options=settings, segments=segments)
+
+        def first_chunk() -> None:
+            chunks = voice.stream(VOICE_SENTENCE, options=settings, segments=segments)
+            next(chunks)
+            chunks.close()
+
+        total_ms = _median_ms(whole, repeats)
+        first_ms = _median_ms(first_chunk, repeats)
+        model = voice.sovits_version
+    record = dict.fromkeys(RECORD_KEYS)
+    record.update(
+        model=model,
+        backend=name,
+        workload=VOICE_WORKLOAD,
+        rtf=round(total_ms / 1000.0 / max(seconds, 1e-9), 4),
+        first_audio_ms=round(first_ms, 1),
+        total_ms=round(total_ms, 1),
+        cpu_load=IDLE,
+        load_avg=load_avg,
     )
     return record
 
@@ -334,19 +412,25 @@ def _child(
     repeats: int,
     threads: int | None,
     bert_dir: str | None,
+    voice_dir: str | None,
     out: Any,
 ) -> None:
     try:
-        if threads:
-            torch.set_num_threads(threads)
-        voice = formula_voice(model)
-        runtime = backend_by_name(backend).load(voice)
+        if threads:  # torch and ONNX Runtime alike
+            os.environ[THREADS_ENV] = str(threads)
+        configure_torch()
         records = []
-        for name in workloads:
+        if voice_dir and VOICE_WORKLOAD in workloads:
+            records.append(measure_voice(backend, voice_dir, repeats))
+        fixed = [w for w in workloads if w in WORKLOADS]
+        voice = formula_voice(model) if fixed or bert_dir else None
+        runtime = backend_by_name(backend).load(voice) if voice is not None else None
+        for name in fixed:
+            assert voice is not None and runtime is not None
             record = measure(runtime, voice, backend, WORKLOADS[name], repeats)
             record["workload"] = name
             records.append(record)
-        if bert_dir:
+        if bert_dir and voice is not None and runtime is not None:
             from engines.features import BertFeaturizer
 
             bert = BertFeaturizer.from_folder(bert_dir)
@@ -367,19 +451,48 @@ def run_isolated(
     repeats: int,
     threads: int | None,
     bert_dir: str | None = None,
+    voice_dir: str | None = None,
+    *,
+    contended: bool = False,
 ) -> list[dict[str, Any]]:
-    """Measure one (model, backend) in a fresh process; raises RuntimeError on failure."""
+    """Measure one (model, backend) in a fresh process; raises RuntimeError on failure.
+
+    `contended`: while a busy-loop process holds one core (`busy_core`).
+    """
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     proc = ctx.Process(
-        target=_child, args=(model, backend, workloads, repeats, threads, bert_dir, out)
+        target=_child,
+        args=(model, backend, workloads, repeats, threads, bert_dir, voice_dir, out),
     )
-    proc.start()
-    status, payload = out.get()
-    proc.join()
+    with busy_core() if contended else contextlib.nullcontext():
+        proc.start()
+        status, payload = out.get()
+        proc.join()
     if status != "ok":
         raise RuntimeError(payload)
+    for record in payload:
+        record["cpu_load"] = CONTENDED if contended else IDLE
     return payload
+
+
+def _spin() -> None:
+    """A plain busy loop: one core's worth of someone else's work."""
+    while True:
+        pass
+
+
+@contextlib.contextmanager
+def busy_core() -> Iterator[None]:
+    """Keep one core busy with a separate process for the duration of the block."""
+    proc = mp.get_context("spawn").Process(target=_spin, daemon=True)
+    proc.start()
+    try:
+        time.sleep(0.5)  # let it start spinning before anything is timed
+        yield
+    finally:
+        proc.terminate()
+        proc.join(5)
 
 
 def machine_info() -> dict[str, Any]:
@@ -390,6 +503,8 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "cpu_threads": cpu_budget().threads,
+        "load_avg": _load_avg(),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     try:
@@ -413,7 +528,11 @@ def _cpu_name() -> str:
 
 def format_table(records: list[dict[str, Any]]) -> str:
     """A fixed-width table with speed-ups against torch eager of the same model/workload."""
-    base = {(r["model"], r["workload"]): r for r in records if r["backend"] == "torch-eager"}
+    base = {
+        (r["model"], r["workload"]): r
+        for r in records
+        if r["backend"] == "torch-eager" and r.get("cpu_load") != CONTENDED
+    }
     head = (
         f"{'model':10} {'workload':8} {'backend':16} {'prefill ms':>10} {'ms/token':>9} "
         f"{'tok/s':>7} {'SoVITS ms/s':>11} {'RTF':>7} {'1st audio':>9} {'total ms':>9} "
@@ -421,7 +540,9 @@ def format_table(records: list[dict[str, Any]]) -> str:
     )
     lines = [head, "-" * len(head)]
     for r in records:
-        if r["workload"].startswith("text-"):
+        if r["workload"].startswith("text-") or r["workload"] == VOICE_WORKLOAD:
+            continue
+        if r.get("cpu_load") == CONTENDED:
             continue
         ref = base.get((r["model"], r["workload"]))
         ratio = f"{ref['total_ms'] / r['total_ms']:.2f}x" if ref and r["total_ms"] else "-"
@@ -431,6 +552,14 @@ def format_table(records: list[dict[str, Any]]) -> str:
             f"{r['sovits_ms_per_audio_s']:>11.1f} {r['rtf']:>7.3f} {r['first_audio_ms']:>9.1f} "
             f"{r['total_ms']:>9.1f} {r['peak_rss_mb'] or 0:>7.0f} {ratio:>8}"
         )
+    voices = [r for r in records if r["workload"] == VOICE_WORKLOAD and r["cpu_load"] != CONTENDED]
+    if voices:
+        lines += ["", f"engines.Voice, `kiosk say` settings ({VOICE_SENTENCE}):"]
+        lines += [
+            f"  {r['model']:10} {r['backend']:16} RTF {r['rtf']:>7.3f}  "
+            f"first audio {r['first_audio_ms']:>8.1f} ms  total {r['total_ms']:>8.1f} ms"
+            for r in voices
+        ]
     texts = [r for r in records if r["workload"].startswith("text-")]
     if texts:
         lines += ["", "text to first audio (frontend + BERT + GPT + first SoVITS chunk):"]
@@ -445,3 +574,33 @@ def write_json(path: str | Path, machine: dict[str, Any], records: list[dict[str
     """The `--json` file: the machine and one record per (model, backend, workload)."""
     payload = {"machine": machine, "records": [{k: r[k] for k in RECORD_KEYS} for r in records]}
     Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def format_contention(records: list[dict[str, Any]]) -> str:
+    """Idle and contended RTF side by side per (model, workload, backend), with the ratio."""
+    runs: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
+    for r in records:
+        if r.get("rtf") is not None:
+            runs.setdefault((r["model"], r["workload"], r["backend"]), {})[r["cpu_load"]] = r
+    head = (
+        f"{'model':10} {'workload':8} {'backend':16} {'idle RTF':>8} {'load':>5} "
+        f"{'busy RTF':>8} {'load':>5} {'ratio':>6}"
+    )
+    lines = [f"one core held by a busy loop (target: ratio <= {CONTENTION_TARGET}x)", head]
+    lines.append("-" * len(head))
+    for (model, workload, backend), pair in runs.items():
+        idle, busy = pair.get(IDLE), pair.get(CONTENDED)
+        if idle is None or busy is None:
+            continue
+        ratio = busy["rtf"] / idle["rtf"] if idle["rtf"] else float("inf")
+        flag = "" if ratio <= CONTENTION_TARGET else "  over target"
+        lines.append(
+            f"{model:10} {workload:8} {backend:16} {idle['rtf']:>8.3f} "
+            f"{_load(idle):>5} {busy['rtf']:>8.3f} {_load(busy):>5} {ratio:>5.2f}x{flag}"
+        )
+    return "\n".join(lines)
+
+
+def _load(record: dict[str, Any]) -> str:
+    value = record.get("load_avg")
+    return "-" if value is None else f"{value:.2f}"
