@@ -537,17 +537,16 @@ class Voice:
                 (torch.tensor(s.phone_ids, dtype=torch.long), self._segment_bert(s))
                 for s in segments
             ]
-            pending: AudioChunk | None = None
+            last = len(segments) - 1
             for index, is_pause, samples in iter_segment_pieces(
                 runtime, self.prompt, inputs, options, streaming
             ):
-                if pending is not None:
-                    yield pending
                 if streaming is None and not is_pause:
                     samples = peak_limited(samples)  # a whole segment: the rule applies
-                pending = AudioChunk(samples, self.sample_rate, index, is_pause, False)
-            if pending is not None:
-                yield replace(pending, is_final=True)
+                # Every segment ends with its pause, so the last segment's pause is the
+                # last chunk: no chunk is held back to find out.
+                final = is_pause and index == last
+                yield AudioChunk(samples, self.sample_rate, index, is_pause, final)
 
     def synthesize(
         self,

@@ -205,3 +205,24 @@ def test_config_round_trip(folder: Path) -> None:
     config = read_config(folder)
     assert VoiceConfig.from_json(config.to_json()) == config
     assert config.text_features == "zeros" and "untrained" in config.notice
+
+
+def test_a_chunk_is_handed_on_as_soon_as_it_is_made(
+    voice: Voice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No look-ahead: the first chunk reaches the caller before the second is asked for."""
+    asked: list[int] = []
+
+    def pieces(*args, **kwargs):
+        for i in range(3):
+            asked.append(i)
+            yield 0, False, np.zeros(640, dtype=np.float32)
+        asked.append(3)
+        yield 0, True, np.zeros(9600, dtype=np.float32)
+
+    monkeypatch.setattr("engines.voice.iter_segment_pieces", pieces)
+    stream = voice.stream("你好。")
+    first = next(stream)
+    assert asked == [0] and not first.is_final
+    rest = list(stream)
+    assert [c.is_final for c in rest] == [False, False, True] and rest[-1].is_pause
