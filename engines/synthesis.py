@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from engines.gpt.decoding import batch_token_cap, generate
-from engines.gpt.sampling import SamplingParams
+from engines.gpt.sampling import EOS_SUPPRESSED_STEPS, SamplingParams
 from engines.sovits.synthesizer import Timbre
 from engines.streaming import StreamSettings, stream_tokens_to_audio, supports_windows
 from engines.voice_models import VoiceModels
@@ -127,6 +127,18 @@ def _token_limit(options: SynthesisOptions, phones: int, early_stop_num: int) ->
     return limit
 
 
+def skip_dropped_draw(generator: torch.Generator, vocab_size: int, step: int) -> None:
+    """Advance `generator` past the draw of the step the app runs after its cap.
+
+    At its length cap the app still runs one more step and samples a token
+    (then drops it); the SoVITS noise comes after that draw.  Drawing the same
+    exponential noise here, without the model step, keeps a seeded run's
+    noise, and so its audio, the same as the app's.
+    """
+    width = vocab_size - 1 if step < EOS_SUPPRESSED_STEPS else vocab_size
+    torch.empty(1, width, device=generator.device).exponential_(1.0, generator=generator)
+
+
 @torch.inference_mode()
 def synthesize_phones(
     voice: VoiceModels | VoiceRuntime,
@@ -141,7 +153,9 @@ def synthesize_phones(
         raise ValueError("a segment needs at least one phone")
     all_phones = torch.cat([prompt.phone_ids, phone_ids])
     all_bert = torch.cat([prompt.bert, bert.to(prompt.bert.dtype)], dim=1)
-    limit = _token_limit(options, phone_ids.numel(), voice.gpt.config.early_stop_num)
+    config = voice.gpt.config
+    cap = batch_token_cap(config.early_stop_num)
+    limit = _token_limit(options, phone_ids.numel(), config.early_stop_num)
     decoded = generate(
         voice.gpt,
         all_phones,
@@ -152,6 +166,8 @@ def synthesize_phones(
         max_new_tokens=limit,
         early_stop_num=None,  # already in `limit`, with the batch path's rule
     )
+    if not decoded.stopped_by_eos and decoded.tokens.numel() == cap:
+        skip_dropped_draw(generator, config.vocab_size, cap)
     if decoded.tokens.numel() == 0:
         return np.zeros(0, dtype=np.float32)
     audio = voice.sovits.decode(
