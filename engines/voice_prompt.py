@@ -10,8 +10,9 @@ librosa (soxr HQ to 16 kHz, then 0.3 s * 32 000 = 9 600 zeros appended), for
 the spectrogram through torchaudio (its windowed-sinc `Resample` to 32 kHz
 when the clip has another rate, peak over 1 divided by min(2, peak)), and
 for the speaker embedding that 32 kHz clip brought to 16 kHz by the same
-sinc resampler.  Both resamplers are reproduced; swapping them moves the
-timbre of a non-32 kHz clip by about 0.5 % of the output.
+sinc resampler.  Both resamplers are reproduced: with soxr on the
+spectrogram path too, the output of a v2 voice moved by 0.08 % (RMS) for a
+44.1 kHz clip and by 7 % for a 16 kHz one.
 """
 
 from __future__ import annotations
