@@ -171,7 +171,6 @@ def run(args: argparse.Namespace) -> Path | None:
     """Speak `args.text`; returns the WAV path (None when only played)."""
     if not args.output and not args.play:
         raise SayUsageError("give -o OUT.wav, --play, or both")
-    process_start = time.perf_counter()
     voice = load_voice(args)
     try:
         options = voice.options(**_overrides(args))
@@ -187,39 +186,52 @@ def run(args: argparse.Namespace) -> Path | None:
             segments=segments,
             streaming=StreamSettings() if args.stream else None,
         )
-        seconds, first = _deliver(chunks, args, start)
+        seconds, first, first_cpu = _deliver(chunks, args, start)
     finally:
         voice.close()
     took = time.perf_counter() - start
     log.info(
         "%.2f s of audio in %.2f s (real-time factor %.2f); first audio %.0f ms after the "
-        "text, %.0f ms after start%s",
+        "text, %.2f s after the process started (%.2f s of CPU time)%s",
         seconds,
         took,
         took / max(seconds, 1e-9),
         (first - start) * 1000,
-        (first - process_start) * 1000,
+        process_age() - (time.perf_counter() - first),
+        first_cpu,
         f" -> {args.output}" if args.output else "",
     )
     return Path(args.output) if args.output else None
 
 
+def process_age() -> float:
+    """Seconds since this process started (from /proc; interpreter start-up included)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter()
+
+
 def _deliver(
     chunks: Iterator[AudioChunk], args: argparse.Namespace, start: float
-) -> tuple[float, float]:
-    """Write and/or play the chunks; returns (audio seconds, time of the first chunk)."""
+) -> tuple[float, float, float]:
+    """Write and/or play the chunks; returns (audio seconds, time and CPU time of the
+    first chunk)."""
     player = _Player() if args.play else None
     first = start
+    first_cpu = 0.0
     samples = 0
     try:
         if args.output and not args.stream:
-            samples, first = write_utterance(chunks, Path(args.output), player)
+            samples, first, first_cpu = write_utterance(chunks, Path(args.output), player)
         else:
             writer = WavStreamWriter(args.output) if args.output else None
             try:
                 for i, chunk in enumerate(chunks):
                     if i == 0:
-                        first = time.perf_counter()
+                        first, first_cpu = time.perf_counter(), time.process_time()
                     if writer is not None:
                         writer.write(chunk.samples)
                     if player is not None:
@@ -231,25 +243,28 @@ def _deliver(
     finally:
         if player is not None:
             player.close()
-    return samples / SAMPLE_RATE, first
+    return samples / SAMPLE_RATE, first, first_cpu
 
 
 def write_utterance(
     chunks: Iterable[AudioChunk], path: Path, player: _Player | None = None
-) -> tuple[int, float]:
-    """Whole segments into a WAV with flat memory: each is peak-limited, converted, appended."""
-    first = time.perf_counter()
+) -> tuple[int, float, float]:
+    """Whole segments into a WAV with flat memory: each is peak-limited, converted, appended.
+
+    Returns the sample count and the wall and CPU time of the first chunk.
+    """
+    first, first_cpu = time.perf_counter(), 0.0
     total = 0
     with WavStreamWriter(path) as out:
         for i, chunk in enumerate(chunks):
             if i == 0:
-                first = time.perf_counter()
+                first, first_cpu = time.perf_counter(), time.process_time()
             samples = chunk.samples if chunk.is_pause else peak_limited(chunk.samples)
             out.write(samples)
             if player is not None:
                 player.write(samples)
             total += samples.size
-    return total, first
+    return total, first, first_cpu
 
 
 class _Player:

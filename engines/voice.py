@@ -293,6 +293,8 @@ class Voice:
         prompt = load_prompt(folder / PROMPT_FILE)
         lexicon = Lexicon.from_file(folder / LEXICON_FILE) if config.lexicon else None
         frontend = TextFrontend("v1" if config.sovits_version == "v1" else "v2", lexicon)
+        # The dictionaries load (seconds) while the runtime reads its graphs.
+        dictionaries = _warm_in_background(frontend)
         zero_bert = config.text_features == "zeros"
         bert = None if zero_bert else _load_bert(helpers.bert)
 
@@ -349,6 +351,7 @@ class Voice:
             defaults=defaults or config.defaults,
             wait_seconds=wait_seconds,
         )
+        dictionaries.join()
         voice._log_loaded(time.perf_counter() - start)
         return voice
 
@@ -421,8 +424,7 @@ class Voice:
         backend's first-run allocations and kernel choices happen here too.
         """
         start = time.perf_counter()
-        for text, language in (("你好，欢迎。", "zh"), ("Hello.", "en")):
-            self.frontend.segments(text, language, "cut0")
+        _warm_frontend(self.frontend)
         if runtime:
             warm_options = replace(self.options(), max_new_tokens=8)
             for _ in self.stream("你好。", language="zh", options=warm_options):
@@ -627,6 +629,26 @@ class _Held:
 
     def __exit__(self, *exc: object) -> None:
         self.voice._lock.release()
+
+
+def _warm_frontend(frontend: TextFrontend) -> None:
+    """Run the g2p once per language, so its dictionaries are loaded."""
+    for text, language in (("你好，欢迎。", "zh"), ("Hello.", "en")):
+        frontend.segments(text, language, "cut0")
+
+
+def _warm_in_background(frontend: TextFrontend) -> threading.Thread:
+    """Load the frontend's dictionaries in a thread (a failure shows up on first use)."""
+
+    def work() -> None:
+        try:
+            _warm_frontend(frontend)
+        except Exception:  # the same error is raised, with its message, on first use
+            log.debug("frontend warm-up failed", exc_info=True)
+
+    thread = threading.Thread(target=work, name="frontend-warm", daemon=True)
+    thread.start()
+    return thread
 
 
 def release_heap() -> None:

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from engines.durable_files import atomic_write_bytes, fsync_dir
-from engines.sovits.synthesizer import Timbre
 from engines.gpt.sampling import SamplingParams
+from engines.sovits.synthesizer import Timbre
 from engines.synthesis import SynthesisOptions, VoicePrompt
 
 CONFIG_FILE = "voice.json"

@@ -417,3 +417,28 @@ def test_runtime_checks_graph_code_and_the_build_also_its_exporter(
     (folder / MANIFEST).write_text(json.dumps(manifest))
     assert contract.verify_export(folder) == ["exported by other graph code"]
     assert contract.stale_families(folder) == {"gpt", "sovits"}
+
+
+def test_graph_hashes_are_checked_once_then_by_size_and_mtime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A box re-hashes a graph only when the file changed since it last matched."""
+    import hashlib
+    import os
+
+    from engines.onnx_graphs import contract
+
+    graph = tmp_path / "g.onnx"
+    graph.write_bytes(b"x" * 1000)
+    digest = hashlib.sha256(graph.read_bytes()).hexdigest()
+    assert contract._has_sha256(graph, digest)
+    stamp = json.loads((tmp_path / contract.VERIFIED_STAMP).read_text())
+    assert stamp["g.onnx"][2] == digest
+    calls: list[Path] = []
+    real = contract.file_sha256
+    monkeypatch.setattr(contract, "file_sha256", lambda p, *a: calls.append(p) or real(p, *a))
+    assert contract._has_sha256(graph, digest) and calls == []  # stamp matches: no hashing
+    graph.write_bytes(b"y" * 1000)  # same size, new content and mtime
+    os.utime(graph, ns=(1, 1))
+    assert not contract._has_sha256(graph, digest) and calls == [graph]
+    assert not contract._has_sha256(graph, "not-a-hash")

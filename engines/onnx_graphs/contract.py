@@ -21,6 +21,7 @@ built in memory, a fingerprint of its weights), which the caller supplies.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -31,6 +32,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from engines.durable_files import atomic_write_bytes
 from engines.gpt.config import GPTConfig
 from engines.voice_models import VoiceModels
 
@@ -187,15 +189,21 @@ def voice_sources(
     return out
 
 
+#: The modules that define what the graphs compute (not this one: how a folder is
+#: checked does not change what its graphs hold).
+GRAPH_DEFINITIONS = ("gpt.py", "sovits.py")
+
+
 def graph_code_fingerprint() -> str:
-    """Digest of the graph definitions (this package's sources) and `FORMAT_VERSION`.
+    """Digest of the graph definitions and `FORMAT_VERSION`.
 
     Recorded by the exporter and checked here, so a folder exported by other
     graph code is stale for every runtime.  (The exporter records its own code
     and tool versions separately; `kiosk export-onnx` re-exports when they change.)
     """
     digest = hashlib.sha256(f"format {FORMAT_VERSION}".encode())
-    for path in sorted(Path(__file__).parent.glob("*.py")):
+    for name in GRAPH_DEFINITIONS:
+        path = Path(__file__).parent / name
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
@@ -270,9 +278,44 @@ def verify_export(
             problems.append(
                 f"{name}: manifest IO {names_in} -> {names_out} is not the expected one"
             )
-        if check_hashes and file_sha256(path) != info.get("sha256"):
+        if check_hashes and not _has_sha256(path, info.get("sha256")):
             problems.append(f"{name}: {file_name} does not match its recorded SHA-256")
     return problems
+
+
+#: Beside the graphs: the size, mtime and SHA-256 of each file when it last matched.
+VERIFIED_STAMP = ".verified.json"
+
+
+def _has_sha256(path: Path, expected: object) -> bool:
+    """Whether `path` has the SHA-256 `expected`, hashing it only if it changed since the
+    last time it matched (a box boots in seconds, not after reading 800 MB of graphs).
+
+    The stamp records (size, mtime_ns) of a file that was hashed and matched; any
+    write to the file changes them, so a changed file is hashed again.
+    """
+    if not isinstance(expected, str):
+        return False
+    stamp_path = path.parent / VERIFIED_STAMP
+    try:
+        stamps = json.loads(stamp_path.read_text())
+        if not isinstance(stamps, dict):
+            stamps = {}
+    except (OSError, ValueError):
+        stamps = {}
+    try:
+        stat = path.stat()
+    except OSError:
+        return False
+    seen = [stat.st_size, stat.st_mtime_ns, expected]
+    if stamps.get(path.name) == seen:
+        return True
+    if file_sha256(path) != expected:
+        return False
+    stamps[path.name] = seen
+    with contextlib.suppress(OSError):  # a read-only folder: hash again next time
+        atomic_write_bytes(stamp_path, json.dumps(stamps, indent=1).encode())
+    return True
 
 
 def families_of(problems: Collection[str]) -> set[str]:
