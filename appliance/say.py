@@ -24,7 +24,7 @@ import numpy as np
 from engines.streaming import StreamSettings
 from engines.text.language_split import LANGUAGE_MODES
 from engines.text.segmentation import CUT_METHODS
-from engines.voice import AudioChunk, HelperModels, OfficialFiles, Voice, peak_limited
+from engines.voice import AudioChunk, HelperModels, OfficialFiles, Voice
 from engines.voice_folder import SpeakDefaults, write_voice_folder
 from engines.voice_models import VoiceModels
 from engines.wav_io import SAMPLE_RATE, WavStreamWriter, float_to_pcm16
@@ -249,7 +249,7 @@ def _deliver(
 def write_utterance(
     chunks: Iterable[AudioChunk], path: Path, player: _Player | None = None
 ) -> tuple[int, float, float]:
-    """Whole segments into a WAV with flat memory: each is peak-limited, converted, appended.
+    """Whole segments into a WAV with flat memory, each converted and appended as it comes.
 
     Returns the sample count and the wall and CPU time of the first chunk.
     """
@@ -259,7 +259,7 @@ def write_utterance(
         for i, chunk in enumerate(chunks):
             if i == 0:
                 first, first_cpu = time.perf_counter(), time.process_time()
-            samples = chunk.samples if chunk.is_pause else peak_limited(chunk.samples)
+            samples = chunk.samples
             out.write(samples)
             if player is not None:
                 player.write(samples)

@@ -203,12 +203,6 @@ def _options_from(defaults: SpeakDefaults) -> SynthesisOptions:
     )
 
 
-def peak_limited(samples: np.ndarray) -> np.ndarray:
-    """The reference's peak rule: a segment louder than full scale is scaled down whole."""
-    peak = float(np.abs(samples).max()) if samples.size else 0.0
-    return (samples / peak).astype(np.float32) if peak > 1.0 else samples
-
-
 class Voice:
     """One loaded voice.  Make it with `Voice.load`; speak with `synthesize` or `stream`."""
 
@@ -543,8 +537,6 @@ class Voice:
             for index, is_pause, samples in iter_segment_pieces(
                 runtime, self.prompt, inputs, options, streaming
             ):
-                if streaming is None and not is_pause:
-                    samples = peak_limited(samples)  # a whole segment: the rule applies
                 # Every segment ends with its pause, so the last segment's pause is the
                 # last chunk: no chunk is held back to find out.
                 final = is_pause and index == last

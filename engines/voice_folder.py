@@ -70,8 +70,9 @@ class SpeakDefaults:
     language: str = "zh"
     """Text language mode: zh (Mandarin with English words), en, or auto."""
 
-    cut: str = "cut1"
-    """Segmentation method cut0..cut5 (see `engines.text.segmentation`)."""
+    cut: str = SynthesisOptions.text_split_method
+    """Segmentation method cut0..cut5 (see `engines.text.segmentation`); the official
+    API's default, cut5, splits at every punctuation mark."""
 
     top_k: int = SamplingParams.top_k
     """GPT sampling: only the k most likely tokens are drawn from."""
