@@ -26,6 +26,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import queue
 import resource
 import statistics
 import time
@@ -467,13 +468,23 @@ def run_isolated(
     )
     with busy_core() if contended else contextlib.nullcontext():
         proc.start()
-        status, payload = out.get()
+        status, payload = _result(proc, out)
         proc.join()
     if status != "ok":
         raise RuntimeError(payload)
     for record in payload:
         record["cpu_load"] = CONTENDED if contended else IDLE
     return payload
+
+
+def _result(proc: Any, out: Any) -> tuple[str, Any]:
+    """The child's answer; an error (not a hang) when it died without one."""
+    while True:
+        try:
+            return out.get(timeout=1.0)
+        except queue.Empty:
+            if not proc.is_alive():
+                return "error", f"benchmark process died (exit code {proc.exitcode})"
 
 
 def _spin() -> None:
