@@ -453,10 +453,15 @@ class Voice:
         return str(getattr(self._runtime().gpt, "precision", "fp32"))
 
     def options(self, **overrides: Any) -> SynthesisOptions:
-        """The voice's default settings with some changed (keys of `SpeakDefaults`)."""
-        unknown = set(overrides) - set(asdict(self.defaults))
+        """The voice's default settings with some changed (keys of `SpeakDefaults`; the
+        language and cut are arguments of `synthesize`/`stream` instead)."""
+        allowed = set(asdict(self.defaults)) - {"language", "cut"}
+        unknown = set(overrides) - allowed
         if unknown:
-            raise ValueError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+            raise ValueError(
+                f"unknown setting(s): {', '.join(sorted(unknown))}; "
+                f"choose from {', '.join(sorted(allowed))}"
+            )
         return _options_from(replace(self.defaults, **overrides))
 
     def segments(

@@ -73,6 +73,8 @@ def test_phrase_key_covers_text_settings_and_backend(voice: Voice) -> None:
         assert key != voice.phrase_key("一百个人。", options=voice.options(**change)), change
     other = replace(voice.options(), max_new_tokens=7)
     assert key != voice.phrase_key("一百个人。", options=other)
+    with pytest.raises(ValueError, match="choose from"):
+        voice.options(language="en")  # an argument of synthesize, not a setting
 
 
 def test_one_utterance_at_a_time(folder: Path) -> None:
