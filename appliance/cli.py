@@ -144,6 +144,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_prepare_arguments(prepare)
     prepare.set_defaults(func=_prepare_voice)
 
+    # Workstation: keys, voice packs, signatures, revocation lists (see provisioning/).
+    from appliance.packs import COMMANDS as PACK_COMMANDS
+
+    for name, summary, add_pack_args, run_pack_command in PACK_COMMANDS:
+        pack_parser = sub.add_parser(name, help=summary, description=summary)
+        add_pack_args(pack_parser)
+        pack_parser.set_defaults(func=run_pack_command)
+
     bench = sub.add_parser(
         "bench",
         help="time every available backend against torch eager",
