@@ -795,3 +795,30 @@ def test_kiosk_pack_refuses_bad_phrases_and_an_existing_pack(made, kit, tmp_path
 def test_check_pack_without_trust_checks_everything_but_the_signature(made) -> None:
     checked = check_pack(made["pack"], None)  # type: ignore[arg-type]
     assert checked.signer is None and checked.signed
+
+
+def test_base_pack_round_trip_and_refusals(kit, keys, tmp_path, capsys) -> None:
+    bert = kit["pretrained"] / "chinese-roberta-wwm-ext-large"
+    out = tmp_path / "out"
+    assert main(["pack-base", "--bert", str(bert), "--version", "3", "--out", str(out)]) == 0
+    pack = out / "base-3.kvp"
+    assert main(["sign", str(pack), "--key", str(keys["key"])]) == 0
+    assert main(["verify", str(pack), "--trust", str(keys["trust"])]) == 0
+    text = capsys.readouterr().out
+    assert "a valid base pack (folder), signed by museum" in text
+    assert "carries chinese-roberta-wwm-ext-large/" in text
+    checked = verify_pack(pack, load_trust(keys["trust"]))
+    assert checked.manifest.kind == "base" and checked.manifest.voice is None
+    assert {f.path for f in checked.manifest.files} == {
+        f"chinese-roberta-wwm-ext-large/{p.name}" for p in bert.iterdir()
+    }
+    # a base pack carries the BERT folder and nothing else
+    manifest = json.loads((pack / MANIFEST).read_bytes())
+    manifest["files"].append({"path": "gpt.ckpt", "size": 1, "sha256": "0" * 64})
+    bad = manifest_only(tmp_path / "bad", json.dumps(manifest).encode(), keys, "base-3.kvp")
+    assert "'gpt.ckpt' lies outside chinese-roberta-wwm-ext-large/" in refused(bad, keys)
+    # voice keys in a base pack are unknown keys
+    manifest = json.loads((pack / MANIFEST).read_bytes())
+    manifest["consent"] = {}
+    bad = manifest_only(tmp_path / "bad2", json.dumps(manifest).encode(), keys, "base-3.kvp")
+    assert "unknown key(s) consent" in refused(bad, keys)
