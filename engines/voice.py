@@ -25,7 +25,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -515,28 +515,37 @@ class Voice:
         options: SynthesisOptions | None = None,
         streaming: StreamSettings | None = StreamSettings(),  # noqa: B008 - frozen
         segments: list[PhoneSegment] | None = None,
+        features: Sequence[torch.Tensor] | None = None,
     ) -> Iterator[AudioChunk]:
         """The utterance as typed chunks, the first after a few tokens (with `streaming`).
 
         The voice is held from the first chunk until the generator is exhausted
-        or closed.  Pass `segments` from `segments()` to skip a second g2p pass.
+        or closed.  Pass `segments` from `segments()` to skip a second g2p pass,
+        and `features` (BERT features `[1024, phones]` per segment, e.g. a curated
+        phrase's, computed when its pack was made) to need no BERT here.
         """
         if segments is None:
             segments = self.segments(text, language, cut)
+        if features is not None:
+            _check_features(segments, features)
         options = options or _options_from(self.defaults)
-        return self._chunks(segments, options, streaming)
+        return self._chunks(segments, options, streaming, features)
 
     def _chunks(
         self,
         segments: list[PhoneSegment],
         options: SynthesisOptions,
         streaming: StreamSettings | None,
+        features: Sequence[torch.Tensor] | None,
     ) -> Iterator[AudioChunk]:
         with self._held():
             runtime = self._runtime()
             inputs = [
-                (torch.tensor(s.phone_ids, dtype=torch.long), self._segment_bert(s))
-                for s in segments
+                (
+                    torch.tensor(s.phone_ids, dtype=torch.long),
+                    features[i].float() if features is not None else self._segment_bert(s),
+                )
+                for i, s in enumerate(segments)
             ]
             last = len(segments) - 1
             for index, is_pause, samples in iter_segment_pieces(
@@ -555,6 +564,7 @@ class Voice:
         cut: str | None = None,
         options: SynthesisOptions | None = None,
         segments: list[PhoneSegment] | None = None,
+        features: Sequence[torch.Tensor] | None = None,
     ) -> Audio:
         """The whole utterance at once (each segment decoded whole, as the reference does)."""
         pieces = [
@@ -562,6 +572,7 @@ class Voice:
             for c in self.stream(
                 text, language=language, cut=cut, options=options, streaming=None,
                 segments=segments,
+                features=features,
             )
         ]  # fmt: skip
         samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
@@ -626,6 +637,21 @@ class _Held:
 
     def __exit__(self, *exc: object) -> None:
         self.voice._lock.release()
+
+
+def _check_features(segments: list[PhoneSegment], features: Sequence[torch.Tensor]) -> None:
+    """Precomputed features must fit the segments this voice reads from the text."""
+    if len(features) != len(segments):
+        raise ValueError(
+            f"{len(features)} precomputed feature blocks for {len(segments)} segments: "
+            "the text is read differently than when the features were made; rebuild the pack"
+        )
+    for i, (segment, block) in enumerate(zip(segments, features, strict=True)):
+        if tuple(block.shape) != (BERT_DIM, len(segment.phone_ids)):
+            raise ValueError(
+                f"segment {i}: precomputed features are {tuple(block.shape)}, the text reads "
+                f"as {len(segment.phone_ids)} phones; rebuild the pack"
+            )
 
 
 def _warm_frontend(frontend: TextFrontend) -> None:

@@ -228,3 +228,19 @@ def test_a_chunk_is_handed_on_as_soon_as_it_is_made(
     assert asked == [0] and not first.is_final
     rest = list(stream)
     assert [c.is_final for c in rest] == [False, False, True] and rest[-1].is_pause
+
+
+def test_precomputed_features_stand_in_for_bert(voice: Voice) -> None:
+    """A curated phrase's features (made with its pack) replace BERT; a misfit is refused."""
+    segments = voice.segments("你好啊朋友们。欢迎！", cut="cut5")
+    zeros = [torch.zeros(1024, len(s.phone_ids)) for s in segments]
+    a = voice.synthesize("", segments=segments, features=zeros)
+    b = voice.synthesize("你好啊朋友们。欢迎！", cut="cut5")  # the demo voice's BERT is zeros
+    assert np.array_equal(a.samples, b.samples)
+    louder = [z + 0.5 for z in zeros]
+    assert not np.array_equal(voice.synthesize("", segments=segments, features=louder).samples,
+                              a.samples)  # fmt: skip
+    with pytest.raises(ValueError, match="segments: the text is read differently"):
+        voice.synthesize("", segments=segments, features=[*zeros, zeros[0]])
+    with pytest.raises(ValueError, match="phones; rebuild the pack"):
+        voice.synthesize("", segments=segments, features=[z[:, :1] for z in zeros])
