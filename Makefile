@@ -7,7 +7,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := alsa-utils
 
-.PHONY: all venv apt test lint compat demo bench clean
+.PHONY: all venv apt test lint compat demo bench bench-memory clean
 
 all: test
 
@@ -43,6 +43,10 @@ demo: venv
 
 bench: venv
 	$(VENV)/bin/kiosk bench --json out/bench.json
+
+# Resident memory per backend for one and three voices loaded at once.
+bench-memory: venv
+	$(PY) -m devtools.memory_bench --json out/memory.json
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache *.egg-info
