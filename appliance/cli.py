@@ -152,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
         add_pack_args(pack_parser)
         pack_parser.set_defaults(func=run_pack_command)
 
+    # The box: provisioning from a stick, installed voices (see provisioning/provision.py).
+    from appliance.box import COMMANDS as BOX_COMMANDS
+
+    for name, summary, add_box_args, run_box_command in BOX_COMMANDS:
+        box_parser = sub.add_parser(name, help=summary, description=summary)
+        add_box_args(box_parser)
+        box_parser.set_defaults(func=run_box_command)
+
     bench = sub.add_parser(
         "bench",
         help="time every available backend against torch eager",

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
@@ -67,7 +68,16 @@ def add_voice_arguments(parser: argparse.ArgumentParser, *, folder: bool = True)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_voice_arguments(parser)
     text = parser.add_argument_group("text")
-    text.add_argument("--text", required=True, help="what the voice should say")
+    text.add_argument("--text", help="what the voice should say")
+    installed = parser.add_argument_group("an installed voice (kiosk provision)")
+    installed.add_argument("--voice", metavar="ID", help="an installed voice (see kiosk voices)")
+    installed.add_argument("--phrase", metavar="PHRASE_ID", help="one of the voice's phrases")
+    installed.add_argument(
+        "--state",
+        metavar="DIR",
+        help="state folder (default $KIOSK_STATE_DIR, $STATE_DIRECTORY, /var/lib/kiosk)",
+    )
+    installed.add_argument("--config-dir", metavar="DIR", help="config folder (unused by say)")
     text.add_argument(
         "--lang",
         choices=LANGUAGE_MODES,
@@ -167,23 +177,86 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
 
 
+def load_installed(args: argparse.Namespace) -> tuple[Voice, str, Any, Any, dict[str, Any]]:
+    """An installed voice and what to say: (voice, text, segments, features, settings).
+
+    The text policy of the voice's consent is enforced here: a curated voice
+    says its listed phrases only, and a voice whose consent has ended says
+    nothing until a pack with renewed consent is provisioned.
+    """
+    import datetime as dt
+
+    from provisioning.health import phrase_input
+    from provisioning.provision import box_helpers
+    from provisioning.state import State, state_dir
+
+    if args.voice_folder or args.gpt or args.sovits or args.ref:
+        raise SayUsageError("give either --voice ID or --voice-folder / --gpt ..., not both")
+    if bool(args.text) == bool(args.phrase):
+        raise SayUsageError("with --voice, give --phrase PHRASE_ID or --text TEXT (one of them)")
+    state = State(state_dir(args.state))
+    active = state.active(args.voice)
+    details = active.manifest.voice if active is not None else None
+    if active is None or details is None:
+        raise SayUsageError(
+            f"no installed voice {args.voice!r} in {state.root}; see `kiosk voices`, or "
+            "install it with `kiosk provision SOURCE`"
+        )
+    consent = details.consent
+    what = f"voice {args.voice} v{active.version}"
+    if consent.expired(dt.date.today()):
+        raise SayUsageError(
+            f"{what} is disabled: its consent ended on {consent.valid_until}; provision a "
+            "pack with renewed consent"
+        )
+    if args.text and consent.text_policy == "curated":
+        phrases = ", ".join(p.id for p in details.phrases)
+        raise SayUsageError(
+            f"{what} is curated: its consent allows only the listed phrases, not free text; "
+            f"use --phrase ID ({phrases})"
+        )
+    helpers = helpers_from(args) if args.bert else box_helpers(state)
+    voice = Voice.load(
+        active.voice_folder, helpers=helpers, backend=args.backend, export=export_on_demand
+    )
+    # shown whenever this voice's synthesis plays (the consent's disclosure)
+    print(f"{what}: {consent.disclosure.zh} / {consent.disclosure.en}", file=sys.stderr)
+    if args.text:
+        return voice, args.text, voice.segments(args.text, args.lang, args.cut), None, {}
+    try:
+        spoken = phrase_input(voice, active.pack, active.manifest, args.phrase)
+    except BaseException:
+        voice.close()
+        raise
+    return voice, spoken.phrase.text, spoken.segments, spoken.features, spoken.overrides
+
+
 def run(args: argparse.Namespace) -> Path | None:
-    """Speak `args.text`; returns the WAV path (None when only played)."""
+    """Speak `args.text` (or an installed voice's phrase); returns the WAV path (None when
+    only played)."""
     if not args.output and not args.play:
         raise SayUsageError("give -o OUT.wav, --play, or both")
-    voice = load_voice(args)
+    if getattr(args, "voice", None):
+        voice, text, segments, features, settings = load_installed(args)
+    else:
+        if not args.text or getattr(args, "phrase", None):
+            raise SayUsageError("give --text TEXT (--phrase needs an installed --voice ID)")
+        voice, text, features, settings = load_voice(args), args.text, None, {}
+        segments = None
     try:
-        options = voice.options(**_overrides(args))
+        options = voice.options(**{**settings, **_overrides(args)})
         if args.max_tokens is not None:
             options = replace(options, max_new_tokens=args.max_tokens)
-        segments = voice.segments(args.text, args.lang, args.cut)
+        if segments is None:
+            segments = voice.segments(text, args.lang, args.cut)
         for word in voice.uncovered(segments):
             log.warning("not in any dictionary or the lexicon: %r", word)
         start = time.perf_counter()
         chunks = voice.stream(
-            args.text,
+            text,
             options=options,
             segments=segments,
+            features=features,
             streaming=StreamSettings() if args.stream else None,
         )
         seconds, first, first_cpu = _deliver(chunks, args, start)
