@@ -418,14 +418,21 @@ def test_provisioning_killed_at_random_moments(packs, config, tmp_path) -> None:
         assert run(s1, None) == 0
         full = time.perf_counter() - start
         assert voice_is_whole(root) == 1
+        # Kill moments spread evenly over 1.1 runs' time (activation comes at the end of a
+        # run, so some kills land just before or after it), in random order, and five runs
+        # left to finish, so versions do switch: an open-ended uniform draw made the kill
+        # count a gamble.
         rng = random.Random(9)
+        delays: list[float | None] = [full * 1.1 * (k + 0.5) / 45 for k in range(45)]
+        delays += [None] * 5
+        rng.shuffle(delays)
         outcomes = {"killed": 0, "finished": 0, "old": 0, "new": 0}
-        for i in range(50):
+        for i, delay in enumerate(delays):
             old = voice_is_whole(root)
             for item in state.installed(VOICE):  # no kept copy: every run copies and builds
                 if item.version != old:
                     state.discard(item.folder)
-            status = run(s2 if old == 1 else s1, rng.uniform(0, full * 2.5))
+            status = run(s2 if old == 1 else s1, delay)
             outcomes["killed" if os.WIFSIGNALED(status) else "finished"] += 1
             now = voice_is_whole(root)
             assert now in (1, 2)
@@ -441,7 +448,7 @@ def test_provisioning_killed_at_random_moments(packs, config, tmp_path) -> None:
         assert not any(state.staging.iterdir())
         assert not [p for p in (root / "voices" / VOICE).iterdir() if p.name.startswith(".")]
         print(f"crash test: one run {full:.1f} s; {outcomes}")
-        assert outcomes["killed"] >= 25 and outcomes["new"] >= 1 and outcomes["old"] >= 1
+        assert outcomes["killed"] >= 20 and outcomes["new"] >= 5 and outcomes["old"] >= 1
     finally:
         server.kill()
         server.wait()
