@@ -50,6 +50,7 @@ from engines.voice_folder import (
     PROMPT_FILE,
     SOVITS_FILE,
     SpeakDefaults,
+    VoiceConfig,
     VoiceFolderError,
     load_prompt,
     read_config,
@@ -295,15 +296,7 @@ class Voice:
         def models() -> VoiceModels:
             # Called only by a backend that runs torch, or to export missing graphs.
             loaded = load_voice_models(folder / GPT_FILE, folder / SOVITS_FILE)
-            if (loaded.gpt_version, loaded.sovits_version) != (
-                config.gpt_version,
-                config.sovits_version,
-            ):
-                raise VoiceFolderError(
-                    f"{folder}: voice.json says GPT {config.gpt_version} / SoVITS "
-                    f"{config.sovits_version}, the files are {loaded.gpt_version} / "
-                    f"{loaded.sovits_version}; install the voice again"
-                )
+            _check_versions(folder, config, loaded.gpt_version, loaded.sovits_version, "files")
             return loaded
 
         sources = model_sources(
@@ -323,15 +316,7 @@ class Voice:
             graphs_dir=folder / GRAPHS_DIR,
             export=export,
         )
-        if (runtime.gpt_version, runtime.sovits_version) != (
-            config.gpt_version,
-            config.sovits_version,
-        ):
-            raise VoiceFolderError(
-                f"{folder}: voice.json says GPT {config.gpt_version} / SoVITS "
-                f"{config.sovits_version}, the runtime has {runtime.gpt_version} / "
-                f"{runtime.sovits_version}; install the voice again"
-            )
+        _check_versions(folder, config, runtime.gpt_version, runtime.sovits_version, "runtime")
         identity = f"{config.id}:v{config.version}:{config.gpt_sha256}:{config.sovits_sha256}"
         voice = cls(
             voice_id=config.id,
@@ -637,6 +622,15 @@ class _Held:
 
     def __exit__(self, *exc: object) -> None:
         self.voice._lock.release()
+
+
+def _check_versions(folder: Path, config: VoiceConfig, gpt: str, sovits: str, what: str) -> None:
+    """The models (or their graphs) must be the versions `voice.json` names."""
+    if (gpt, sovits) != (config.gpt_version, config.sovits_version):
+        raise VoiceFolderError(
+            f"{folder}: voice.json says GPT {config.gpt_version} / SoVITS "
+            f"{config.sovits_version}, the {what} has {gpt} / {sovits}; install the voice again"
+        )
 
 
 def _check_features(segments: list[PhoneSegment], features: Sequence[torch.Tensor]) -> None:
