@@ -27,12 +27,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertModel, BertTokenizerFast, HubertConfig, HubertModel
 
 from appliance.cli import main
 from devtools.checkpoint_writer import save_gpt_checkpoint, save_sovits_checkpoint
 from devtools.demo_voice import reference_tone
 from devtools.formula_weights import formula_state_dict
+from devtools.tiny_helpers import write_tiny_helpers
 from engines.gpt.config import GPTConfig
 from engines.gpt.model import Text2SemanticModel
 from engines.sovits.synthesizer import SoVITSModel
@@ -151,32 +151,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "inputs": inputs,
         "root": root,
     }
-    torch.manual_seed(0)
-    bert_dir = pretrained / "chinese-roberta-wwm-ext-large"
-    bert_dir.mkdir()
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "，", "。", *dict.fromkeys(HANZI)]
-    (bert_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(bert_dir / "vocab.txt")).save_pretrained(bert_dir)
-    BertModel(
-        BertConfig(
-            vocab_size=len(vocab),
-            hidden_size=1024,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            intermediate_size=256,
-        )
-    ).save_pretrained(bert_dir)
-    HubertModel(
-        HubertConfig(
-            hidden_size=768,
-            num_hidden_layers=1,
-            num_attention_heads=4,
-            intermediate_size=128,
-            conv_dim=(16,) * 7,
-            num_conv_pos_embeddings=16,
-            num_conv_pos_embedding_groups=4,
-        )
-    ).save_pretrained(pretrained / "chinese-hubert-base")
+    write_tiny_helpers(pretrained, HANZI)
     return files
 
 
