@@ -5,7 +5,10 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := alsa-utils
+# alsa-utils: the ALSA null device; libportaudio2: sounddevice; espeak-ng: the demo's
+# archival stand-ins; chromium + fonts-noto-cjk: the touch UI (and its tests);
+# libsndfile1: FLAC/WAV files; sox: measuring audio by hand.
+APT_PACKAGES := alsa-utils libportaudio2 libsndfile1 espeak-ng sox chromium fonts-noto-cjk
 
 .PHONY: all venv apt test lint compat demo bench bench-memory clean
 
