@@ -1,0 +1,1 @@
+"""Audio out: one stream kept open, the sink seam (sounddevice, null, capture)."""

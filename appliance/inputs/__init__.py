@@ -1,0 +1,1 @@
+"""Input sources behind one interface: gpiozero, Jetson.GPIO, evdev, keyboard, web."""
