@@ -160,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         add_box_args(box_parser)
         box_parser.set_defaults(func=run_box_command)
 
+    from appliance import config_cmd
+
+    config_parser = sub.add_parser(
+        "config", help=config_cmd.SUMMARY, description=config_cmd.SUMMARY
+    )
+    config_cmd.add_arguments(config_parser)
+
     bench = sub.add_parser(
         "bench",
         help="time every available backend against torch eager",
