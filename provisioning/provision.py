@@ -356,18 +356,23 @@ def _find_items(source: Path) -> tuple[list[Path], list[Path]]:
 # --- reports and the daemon's hook ------------------------------------------------------
 
 
-def write_reports(state: State, items: list[ReportItem], now: dt.datetime | None = None) -> Path:
-    """`kiosk-report.{txt,json}` into `<state>/reports/`: timestamped copies and the latest."""
-    now = now or dt.datetime.now(dt.timezone.utc)
-    stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
+def report_files(items: list[ReportItem], now: dt.datetime) -> dict[str, bytes]:
+    """The bytes of `kiosk-report.txt` and `kiosk-report.json` (the box's and the stick's)."""
     text = (
         "".join(f"{item.line()}\n" for item in items)
         or "nothing to do: no packs or revocation lists found\n"
     )
     payload = {"time": now.isoformat(), "items": [asdict(i) for i in items]}
     data = (json.dumps(payload, ensure_ascii=False, indent=2, sort_keys=True) + "\n").encode()
+    return {REPORT_TXT: text.encode(), REPORT_JSON: data}
+
+
+def write_reports(state: State, items: list[ReportItem], now: dt.datetime | None = None) -> Path:
+    """`kiosk-report.{txt,json}` into `<state>/reports/`: timestamped copies and the latest."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    stamp = now.strftime("%Y%m%dT%H%M%S%fZ")
     state.reports.mkdir(parents=True, exist_ok=True)
-    for name, content in ((REPORT_TXT, text.encode()), (REPORT_JSON, data)):
+    for name, content in report_files(items, now).items():
         atomic_write_bytes(state.reports / f"{stamp}-{name}", content)
         atomic_write_bytes(state.reports / name, content)
     old = sorted(state.reports.glob(f"*-{REPORT_JSON}"))[:-KEEP_REPORTS]
@@ -470,6 +475,7 @@ __all__ = [
     "box_trust",
     "notify_daemon",
     "remove",
+    "report_files",
     "rollback",
     "voices_listing",
     "write_reports",
