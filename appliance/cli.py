@@ -167,6 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     config_cmd.add_arguments(config_parser)
 
+    from appliance import stats_cmd
+
+    stats_parser = sub.add_parser("stats", help=stats_cmd.SUMMARY, description=stats_cmd.SUMMARY)
+    stats_cmd.add_arguments(stats_parser)
+
     bench = sub.add_parser(
         "bench",
         help="time every available backend against torch eager",
