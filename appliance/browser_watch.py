@@ -36,8 +36,8 @@ MAX_PAGE_NAME = 32
 class EventRecorder(Protocol):
     """The part of the stats the watch uses (`appliance.stats.Stats` has it)."""
 
-    def record_event(self, kind: str, detail: str = "") -> None:
-        """Store one event (kind, free-text detail) with the current time."""
+    def record_event(self, name: str, detail: str = "") -> None:
+        """Store one event (its name, a free-text detail) with the current time."""
 
 
 @dataclass(frozen=True)
