@@ -1,4 +1,5 @@
-"""The box's voice commands: `kiosk provision`, `voices`, `rollback`, `remove`.
+"""The box's voice commands: `kiosk provision`, `voices`, `rollback`, `remove`,
+`import-stick` (the udev-started USB import) and `import-inbox` (packs a fleet tool drops).
 
 Argument parsing and printing only; the work is in `provisioning/` (the
 state-folder layout in `provisioning.state`).  Every command takes `--state`
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from provisioning.state import State, config_dir, state_dir
 
@@ -110,6 +112,125 @@ def run_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config(args: argparse.Namespace) -> Any:
+    """The box's kiosk.toml (`--config`, $KIOSK_CONFIG, /etc/kiosk/kiosk.toml or defaults)."""
+    from appliance.config import load_config
+
+    return load_config(Path(args.config) if args.config else None)
+
+
+def _import_state(args: argparse.Namespace, config: Any) -> State:
+    """`--state` wins; else the config's state_dir (itself $KIOSK_STATE_DIR or the default)."""
+    return State(Path(args.state) if args.state else config.state_dir)
+
+
+def _stick_provision(args: argparse.Namespace, state: State, backend: str) -> Any:
+    """The provisioning the stick and the inbox run: the box's trusted keys, the config's
+    health-check backend, graphs exported on demand (the daemon's backend may need them)."""
+    from appliance.say import export_on_demand
+    from provisioning.provision import Provisioner, box_trust
+
+    trust = box_trust(config_dir(args.config_dir))
+
+    def provision(source: Path) -> list[Any]:
+        provisioner = Provisioner(
+            state,
+            trust,
+            backend=backend,
+            export=export_on_demand,
+            progress=lambda line: print(line, flush=True),
+        )
+        return provisioner.run(source)
+
+    return provision
+
+
+def add_import_stick_arguments(parser: argparse.ArgumentParser) -> None:
+    from provisioning.stick import MOUNT_ROOT, TOOLS
+
+    parser.add_argument(
+        "devname", metavar="DEVNAME", help="the stick's partition as udev names it (sdb1)"
+    )
+    add_state_arguments(parser)
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="kiosk.toml for [provisioning] report_to_stick and backend (default "
+        "$KIOSK_CONFIG, /etc/kiosk/kiosk.toml)",
+    )
+    parser.add_argument(
+        "--step",
+        choices=("all", "mount", "provision", "finish"),
+        default="all",
+        help="one step of the import (kiosk-import@.service runs mount and finish as root, "
+        "provision without privileges); default all three in this process",
+    )
+    parser.add_argument(
+        "--mount-root",
+        default=str(MOUNT_ROOT),
+        metavar="DIR",
+        help=f"where the stick is mounted as stick-DEVNAME (default {MOUNT_ROOT})",
+    )
+    parser.add_argument(
+        "--mount-tool",
+        choices=TOOLS,
+        default=TOOLS[0],
+        help="systemd-mount (default) or mount where systemd is not running",
+    )
+
+
+def run_import_stick(args: argparse.Namespace) -> int:
+    from provisioning.stick import (
+        StickMount,
+        SystemRunner,
+        run_import,
+        step_finish,
+        step_mount,
+        step_provision,
+    )
+
+    config = _config(args)
+    state = _import_state(args, config)
+    stick = StickMount.of(args.devname, Path(args.mount_root), args.mount_tool)
+    runner = SystemRunner()
+    switch = config.provisioning.report_to_stick
+    if args.step == "mount":
+        step_mount(stick, state, runner)
+        print(f"{stick.device} mounted read-only at {stick.where}")
+        return 0
+    if args.step == "finish":
+        print(step_finish(stick, state, runner, report_to_stick=switch))
+        return 0
+    provision = _stick_provision(args, state, config.provisioning.backend)
+    if args.step == "provision":
+        items = step_provision(stick, state, provision, runner)
+    else:
+        result = run_import(stick, state, provision, report_to_stick=switch, runner=runner)
+        items = result.items
+        print(result.finish)
+    print(f"report: {state.reports}")
+    return 1 if any(item.status == "refused" for item in items) else 0
+
+
+def add_import_inbox_arguments(parser: argparse.ArgumentParser) -> None:
+    add_state_arguments(parser)
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="kiosk.toml for [provisioning] backend (default $KIOSK_CONFIG, /etc/kiosk/kiosk.toml)",
+    )
+
+
+def run_import_inbox(args: argparse.Namespace) -> int:
+    from provisioning.stick import INBOX_DONE, import_inbox
+
+    config = _config(args)
+    state = _import_state(args, config)
+    items = import_inbox(state, _stick_provision(args, state, config.provisioning.backend))
+    print(f"report: {state.reports}; the delivery is in {state.root / INBOX_DONE}")
+    return 1 if any(item.status == "refused" for item in items) else 0
+
+
 #: (command, help, add arguments, run)
 COMMANDS = (
     ("provision", "install signed packs and revocation lists from a folder (a USB stick)",
@@ -118,4 +239,8 @@ COMMANDS = (
     ("rollback", "make the previous kept version of a voice active again", add_id_arguments,
      run_rollback),
     ("remove", "remove a voice and every installed version of it", add_id_arguments, run_remove),
+    ("import-stick", "import packs from a USB stick (mount read-only, provision, unmount, "
+     "report)", add_import_stick_arguments, run_import_stick),
+    ("import-inbox", "provision the packs dropped into <state>/inbox/, then move them out",
+     add_import_inbox_arguments, run_import_inbox),
 )  # fmt: skip
