@@ -1,0 +1,544 @@
+"""The audio-sink seam: where the player's samples go.
+
+Like gpiozero's pin factories, the sinks are equal implementations of one
+protocol, chosen by `[audio] output` in the config:
+
+- `SoundDeviceOutput`: a real sound device through one `sounddevice.OutputStream`
+  kept open for the daemon's life.  A missing device, or one that disappears,
+  is a clear status (for the health page) and a background retry with back-off
+  (1, 2, 4 ... 30 s); the player's render function stays callable meanwhile.
+- `NullOutput`: no device; a thread calls render at real-time pace, so timing,
+  heartbeats and "finished" events behave as with a sound card.
+- `CaptureOutput(dir)`: a paced null output that also writes every utterance,
+  exactly the samples the callback produced for it, as a float32 WAV at the
+  output rate: `<utterance id, 6 digits>-<label>.wav` in DIR, written by a
+  separate thread once the utterance has ended (atomically: a reader never sees
+  half a file).  Tests and technicians use it to hear what the box would play.
+
+The render function (`render(out)`) fills a float32 mono block in place and is
+called on the audio thread; it must not allocate arrays, block or do I/O.  It
+says which utterance each part of the block belongs to in a preallocated
+`BlockMarks` (the capture sink reads it; the others ignore it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+#: Fills one float32 mono block in place; called on the audio thread.
+Render = Callable[[np.ndarray], None]
+
+#: Back-off between attempts to (re)open a sound device, in seconds.
+RETRY_INITIAL_S = 1.0
+RETRY_MAX_S = 30.0
+
+
+class BlockMarks:
+    """Which utterance each span of the last rendered block belongs to.
+
+    Preallocated; render fills it without allocating (`count` spans of
+    `ids[i]` over frames `starts[i]:ends[i]`; `finals[i]` is true on an
+    utterance's last span).  `labels` maps an utterance id to a file-name label;
+    the player sets it on its own thread before the utterance can play.
+    """
+
+    def __init__(self, capacity: int = 32) -> None:
+        self.capacity = capacity
+        self.count = 0
+        self.ids = np.zeros(capacity, dtype=np.int64)
+        self.starts = np.zeros(capacity, dtype=np.int64)
+        self.ends = np.zeros(capacity, dtype=np.int64)
+        self.finals = np.zeros(capacity, dtype=np.bool_)
+        self.overflows = 0
+        self.labels: dict[int, str] = {}
+
+    def add(self, utterance: int, start: int, end: int, final: bool) -> None:
+        """Record one span (called by render; no allocation)."""
+        c = self.count
+        if c >= self.capacity:
+            self.overflows += 1
+            return
+        self.ids[c] = utterance
+        self.starts[c] = start
+        self.ends[c] = end
+        self.finals[c] = final
+        self.count = c + 1
+
+
+@dataclass(frozen=True)
+class OutputStatus:
+    """What the health page shows about the sound output."""
+
+    name: str
+    """The output, e.g. `sounddevice:default`, `null`, `capture:/path`."""
+    ok: bool
+    """True while samples reach the sink."""
+    detail: str
+    """One line for a technician: the device and rate, or what is wrong and what happens next."""
+    last_callback_ns: int
+    """`time.monotonic_ns()` of the last callback (0: none yet)."""
+    underruns: int
+    """Blocks the device asked for too late (xruns) or the pacing thread fell behind."""
+    restarts: int
+    """Times the stream was reopened after the device failed or went away."""
+    open_failures: int = 0
+    """Failed attempts to open the device (each followed by a retry)."""
+
+
+class AudioOutput(Protocol):
+    """One audio sink; `start` begins calling render on the sink's audio thread."""
+
+    name: str
+    sample_rate: int
+    blocksize: int
+
+    def start(self, render: Render, marks: BlockMarks | None = None) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def status(self) -> OutputStatus: ...
+
+
+# --------------------------------------------------------------------------- paced (null, capture)
+
+
+class NullOutput:
+    """No device: render is called from a thread at the output's real-time pace.
+
+    `speed` > 1 runs that many times faster than real time (tests); 0 runs as fast
+    as the render function allows.
+    """
+
+    def __init__(self, *, sample_rate: int = 48000, blocksize: int = 256, speed: float = 1.0):
+        if sample_rate <= 0 or blocksize <= 0 or speed < 0:
+            raise ValueError("sample_rate and blocksize must be positive, speed not negative")
+        self.name = "null"
+        self.sample_rate = sample_rate
+        self.blocksize = blocksize
+        self.speed = speed
+        self._buffer = np.zeros(blocksize, dtype=np.float32)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._last_ns = 0
+        self._underruns = 0
+        self._render: Render | None = None
+        self._marks: BlockMarks | None = None
+
+    def start(self, render: Render, marks: BlockMarks | None = None) -> None:
+        if self._thread is not None:
+            raise RuntimeError(f"{self.name}: already started")
+        self._render = render
+        self._marks = marks
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"audio-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._after_stop()
+
+    def status(self) -> OutputStatus:
+        running = self._thread is not None and self._thread.is_alive()
+        return OutputStatus(
+            name=self.name,
+            ok=running,
+            detail=(
+                f"{self.name}: no sound device, paced at {self.sample_rate} Hz"
+                if running
+                else f"{self.name}: not started"
+            ),
+            last_callback_ns=self._last_ns,
+            underruns=self._underruns,
+            restarts=0,
+        )
+
+    def _block_done(self, block: np.ndarray) -> None:
+        """Hook for the capture sink (runs on the pacing thread after each render)."""
+
+    def _after_stop(self) -> None:
+        """Hook for the capture sink (runs once the pacing thread has stopped)."""
+
+    def _run(self) -> None:
+        render = self._render
+        assert render is not None
+        block_ns = int(1e9 * self.blocksize / self.sample_rate / (self.speed or 1.0))
+        due = time.monotonic_ns()
+        buf = self._buffer
+        while not self._stop.is_set():
+            self._last_ns = time.monotonic_ns()
+            if self._marks is not None:
+                self._marks.count = 0
+            render(buf)
+            self._block_done(buf)
+            if self.speed == 0:
+                continue
+            due += block_ns
+            wait = due - time.monotonic_ns()
+            if wait > 0:
+                time.sleep(wait / 1e9)
+            elif wait < -4 * block_ns:
+                # Fell behind by several blocks (a stalled machine): count it, do not
+                # burst to catch up (a sound card would have dropped them too).
+                self._underruns += 1
+                due = time.monotonic_ns()
+
+
+_LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_label(text: str) -> str:
+    """A file-name-safe label: letters, digits, '.', '-', '_' (others become '_')."""
+    label = _LABEL_UNSAFE.sub("_", text).strip("._-")[:60]
+    return label or "utterance"
+
+
+class CaptureOutput(NullOutput):
+    """A paced null output that writes each utterance as a float32 WAV into `folder`.
+
+    Files are `<id:06d>-<label>.wav` (the player's utterance id, then its label) at
+    the output rate, holding exactly the samples the callback produced for that
+    utterance (after gain and fades).  `written` lists the files in order.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        sample_rate: int = 48000,
+        blocksize: int = 256,
+        speed: float = 1.0,
+    ) -> None:
+        super().__init__(sample_rate=sample_rate, blocksize=blocksize, speed=speed)
+        self.folder = Path(folder)
+        self.name = f"capture:{self.folder}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._parts: dict[int, list[np.ndarray]] = {}
+        self._jobs: queue.Queue[tuple[int, str, list[np.ndarray]] | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self.written: list[Path] = []
+        self._written_cv = threading.Condition()
+        self.write_errors = 0
+
+    def start(self, render: Render, marks: BlockMarks | None = None) -> None:
+        marks = marks if marks is not None else BlockMarks()
+        self._writer = threading.Thread(target=self._write_loop, name="capture-writer", daemon=True)
+        self._writer.start()
+        super().start(render, marks)
+
+    def status(self) -> OutputStatus:
+        base = super().status()
+        detail = f"{base.detail}; {len(self.written)} utterance(s) written to {self.folder}"
+        if self.write_errors:
+            detail += f"; {self.write_errors} write error(s), see the log"
+        return OutputStatus(
+            name=base.name,
+            ok=base.ok and not self.write_errors,
+            detail=detail,
+            last_callback_ns=base.last_callback_ns,
+            underruns=base.underruns,
+            restarts=0,
+        )
+
+    def wait_for_files(self, count: int, timeout: float = 10.0) -> list[Path]:
+        """Block until `count` files are written (for tests and `make demo`)."""
+        with self._written_cv:
+            self._written_cv.wait_for(lambda: len(self.written) >= count, timeout)
+            return list(self.written)
+
+    def _block_done(self, block: np.ndarray) -> None:
+        marks = self._marks
+        assert marks is not None
+        for i in range(marks.count):
+            uid = int(marks.ids[i])
+            part = block[int(marks.starts[i]) : int(marks.ends[i])].copy()
+            self._parts.setdefault(uid, []).append(part)
+            if marks.finals[i]:
+                label = marks.labels.pop(uid, "utterance")
+                self._jobs.put((uid, label, self._parts.pop(uid)))
+
+    def _after_stop(self) -> None:
+        # Utterances cut short by the sink stopping are written as far as they went.
+        marks = self._marks
+        for uid, parts in sorted(self._parts.items()):
+            label = marks.labels.pop(uid, "utterance") if marks is not None else "utterance"
+            self._jobs.put((uid, label + "-unfinished", parts))
+        self._parts.clear()
+        if self._writer is not None:
+            self._jobs.put(None)
+            self._writer.join(timeout=10)
+            self._writer = None
+
+    def _write_loop(self) -> None:
+        import soundfile
+
+        while (job := self._jobs.get()) is not None:
+            uid, label, parts = job
+            samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+            path = self.folder / f"{uid:06d}-{safe_label(label)}.wav"
+            tmp = path.with_name(f".{path.name}.tmp")
+            try:
+                soundfile.write(tmp, samples, self.sample_rate, subtype="FLOAT", format="WAV")
+                os.replace(tmp, path)
+            except (OSError, RuntimeError) as exc:  # soundfile raises RuntimeError subclasses
+                self.write_errors += 1
+                log.error("capture: cannot write %s: %s", path, exc)
+                continue
+            with self._written_cv:
+                self.written.append(path)
+                self._written_cv.notify_all()
+
+
+# --------------------------------------------------------------------------- sounddevice
+
+
+class SoundDeviceOutput:
+    """One `sounddevice.OutputStream` kept open, reopened with back-off when it fails.
+
+    `device` is None for PortAudio's default output, an index, or a name (as
+    `python -m sounddevice` lists it; a unique part of the name is enough).
+    The stream is mono when the device takes it, else stereo with the same
+    samples on both channels.
+    """
+
+    def __init__(
+        self,
+        device: str | int | None = None,
+        *,
+        sample_rate: int = 48000,
+        blocksize: int = 256,
+        latency: str | float = "high",
+        retry_initial_s: float = RETRY_INITIAL_S,
+        retry_max_s: float = RETRY_MAX_S,
+        stall_s: float = 2.0,
+    ) -> None:
+        self.device = device
+        self.name = f"sounddevice:{'default' if device is None else device}"
+        self.sample_rate = sample_rate
+        self.blocksize = blocksize
+        self.latency = latency
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self.stall_s = stall_s
+        self._mono = np.zeros(blocksize * 4, dtype=np.float32)
+        self._render: Render | None = None
+        self._stream = None
+        self._channels = 1
+        self._lock = threading.Lock()  # guards the stream object; never taken in the callback
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ok = False
+        self._detail = f"{self.name}: not started"
+        self._last_ns = 0
+        self._underruns = 0
+        self._restarts = 0
+        self._failures = 0
+        self._lost = False  # set by the stream's callbacks when the device goes away
+        self._ever_opened = False
+
+    # -- control side
+
+    def start(self, render: Render, marks: BlockMarks | None = None) -> None:
+        if self._thread is not None:
+            raise RuntimeError(f"{self.name}: already started")
+        self._render = render
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._supervise, name="audio-open", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self._close()
+        self._ok = False
+        self._detail = f"{self.name}: stopped"
+
+    def status(self) -> OutputStatus:
+        return OutputStatus(
+            name=self.name,
+            ok=self._ok,
+            detail=self._detail,
+            last_callback_ns=self._last_ns,
+            underruns=self._underruns,
+            restarts=self._restarts,
+            open_failures=self._failures,
+        )
+
+    def wait_until_open(self, timeout: float) -> bool:
+        """True once the stream is open and a callback has run (for tests and start-up)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self._ok and self._last_ns:
+                return True
+            time.sleep(0.01)
+        return False
+
+    def _supervise(self) -> None:
+        """Open the stream; on failure or loss, retry with back-off until stopped."""
+        delay = self.retry_initial_s
+        while not self._stop.is_set():
+            if self._stream is None:
+                try:
+                    self._open()
+                except Exception as exc:  # PortAudioError, ValueError (no such device), OSError
+                    self._failures += 1
+                    self._ok = False
+                    self._detail = (
+                        f"{self.name}: no audio ({_one_line(exc)}); retrying in {delay:g} s "
+                        "(check the cable / USB sound card and [audio] output)"
+                    )
+                    log.warning("%s", self._detail)
+                    self._wake.wait(delay)
+                    self._wake.clear()
+                    delay = min(delay * 2, self.retry_max_s)
+                    continue
+                delay = self.retry_initial_s
+            self._wake.wait(0.25)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            stalled = (
+                self._last_ns
+                and time.monotonic_ns() - self._last_ns > self.stall_s * 1e9
+                and self._stream is not None
+            )
+            if self._lost or stalled:
+                why = "the device stopped the stream" if self._lost else "no callback for a while"
+                self._ok = False
+                self._detail = f"{self.name}: audio lost ({why}); reopening"
+                log.warning("%s", self._detail)
+                self._close()
+                self._restarts += 1
+
+    def _open(self) -> None:
+        import sounddevice as sd
+
+        if self._ever_opened or self._failures:
+            # PortAudio lists devices once; re-scan so a re-plugged USB card is found.
+            sd._terminate()
+            sd._initialize()
+        device = self.device
+        info = sd.query_devices(device, kind="output") if device is not None else None
+        if info is None:
+            info = sd.query_devices(kind="output")
+        channels = 1 if info["max_output_channels"] >= 1 else 0
+        if channels == 0:
+            raise ValueError(f"{info['name']!r} has no output channels")
+        last_error: Exception | None = None
+        for channels in (1, 2):
+            try:
+                stream = sd.OutputStream(
+                    device=device,
+                    samplerate=self.sample_rate,
+                    blocksize=self.blocksize,
+                    channels=channels,
+                    dtype="float32",
+                    latency=self.latency,
+                    callback=self._callback,
+                    finished_callback=self._finished,
+                )
+                break
+            except sd.PortAudioError as exc:
+                last_error = exc
+        else:
+            assert last_error is not None
+            raise last_error
+        with self._lock:
+            self._channels = channels
+            self._lost = False
+            self._last_ns = 0
+            self._stream = stream
+            stream.start()
+        self._ever_opened = True
+        self._ok = True
+        self._detail = (
+            f"{self.name}: playing on {info['name']!r} at {self.sample_rate} Hz, "
+            f"{channels} channel(s), block {self.blocksize}, latency {stream.latency * 1000:.0f} ms"
+        )
+        log.info("%s", self._detail)
+
+    def _close(self) -> None:
+        with self._lock:
+            stream, self._stream = self._stream, None
+        if stream is not None:
+            try:
+                stream.abort()
+                stream.close()
+            except Exception as exc:  # the device may already be gone
+                log.debug("%s: closing the stream: %s", self.name, exc)
+
+    # -- audio thread
+
+    def _callback(self, outdata: np.ndarray, frames: int, _time: object, status: object) -> None:
+        self._last_ns = time.monotonic_ns()
+        if status:
+            self._underruns += 1
+        render = self._render
+        if self._channels == 1:
+            render(outdata[:, 0])
+        elif frames <= self._mono.shape[0]:
+            mono = self._mono[:frames]
+            render(mono)
+            outdata[:, 0] = mono
+            outdata[:, 1] = mono
+        else:  # a host that ignores the block size; never seen, but never crash
+            outdata.fill(0)
+
+    def _finished(self) -> None:
+        # Called when the stream ends; only expected when we close it ourselves.
+        if not self._stop.is_set() and self._stream is not None:
+            self._lost = True
+            self._wake.set()
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def make_output(
+    spec: str,
+    *,
+    sample_rate: int = 48000,
+    blocksize: int = 256,
+    latency: str | float = "high",
+    speed: float = 1.0,
+) -> AudioOutput:
+    """The sink `[audio] output` names: `default`, `null`, `capture:DIR`, a device name
+    or index.  `speed` applies to the paced sinks (null, capture) only."""
+    if spec == "null":
+        return NullOutput(sample_rate=sample_rate, blocksize=blocksize, speed=speed)
+    if spec.startswith("capture:"):
+        folder = spec[len("capture:") :]
+        if not folder:
+            raise ValueError('capture output needs a folder: "capture:DIR"')
+        return CaptureOutput(folder, sample_rate=sample_rate, blocksize=blocksize, speed=speed)
+    device: str | int | None
+    if spec == "default":
+        device = None
+    elif spec.isdigit():
+        device = int(spec)
+    else:
+        device = spec
+    return SoundDeviceOutput(device, sample_rate=sample_rate, blocksize=blocksize, latency=latency)
