@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 # libsndfile1: FLAC/WAV files; sox: measuring audio by hand.
 APT_PACKAGES := alsa-utils libportaudio2 libsndfile1 espeak-ng sox chromium fonts-noto-cjk
 
-.PHONY: all venv apt test lint compat demo bench bench-memory clean
+.PHONY: all venv apt test lint compat demo bench bench-memory install clean
 
 all: test
 
@@ -50,6 +50,12 @@ bench: venv
 # Resident memory per backend for one and three voices loaded at once.
 bench-memory: venv
 	$(PY) -m devtools.memory_bench --json out/memory.json
+
+# The kiosk on a real box (sudo make install) or staged (make install DESTDIR=...):
+# a venv in $(PREFIX)/venv, the units, users, folders and rules; systemd/README.md.
+PREFIX ?= /opt/kiosk
+install:
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" PYTHON="$(PYTHON)" sh systemd/install.sh
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache *.egg-info
