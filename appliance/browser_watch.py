@@ -146,15 +146,30 @@ class BrowserWatch:
                 "sends one (is a screen attached? journalctl -u the browser unit)",
                 attempt,
             )
-        if self._stats is not None:
-            try:
-                self._stats.record_event(
-                    "browser_restart",
-                    f"attempt {attempt}, silent {silent:.0f} s, {result.message}",
-                )
-            except Exception:  # the stats must never stop the watch
-                log.exception("could not record the browser restart in the stats")
+        self._record(f"no heartbeat for {silent:.0f} s, attempt {attempt}, {result.message}")
         return result
+
+    def restart_now(self, by: str = "technician") -> RestartResult:
+        """Run the restart command at once (the technician page's test button).
+
+        It is counted and logged like a detected freeze, but leaves the back-off alone."""
+        log.info("browser restart asked for by the %s", by)
+        result = self._runner(self.restart_command)
+        with self._lock:
+            self._restarts += 1
+            self._last_restart = result
+            # The restarted page gets a full timeout to send its first beat.
+            self._reference = self._clock()
+        self._record(f"asked for by the {by}, {result.message}")
+        return result
+
+    def _record(self, detail: str) -> None:
+        if self._stats is None:
+            return
+        try:
+            self._stats.record_event("browser_restart", detail)
+        except Exception:  # the stats must never stop the watch
+            log.exception("could not record the browser restart in the stats")
 
     def status(self) -> dict[str, Any]:
         """What `/tech` and `/health` show: the screen's state and the restarts so far."""
