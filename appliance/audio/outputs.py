@@ -395,6 +395,7 @@ class SoundDeviceOutput:
     def _supervise(self) -> None:
         """Open the stream; on failure or loss, retry with back-off until stopped."""
         delay = self.retry_initial_s
+        was_ok = True
         while not self._stop.is_set():
             if self._stream is None:
                 try:
@@ -406,12 +407,15 @@ class SoundDeviceOutput:
                         f"{self.name}: no audio ({_one_line(exc)}); retrying in {delay:g} s "
                         "(check the cable / USB sound card and [audio] output)"
                     )
-                    log.warning("%s", self._detail)
+                    # The first failure is a warning; the retries after it are routine.
+                    log.log(logging.WARNING if was_ok else logging.INFO, "%s", self._detail)
+                    was_ok = False
                     self._wake.wait(delay)
                     self._wake.clear()
                     delay = min(delay * 2, self.retry_max_s)
                     continue
                 delay = self.retry_initial_s
+                was_ok = True
             self._wake.wait(0.25)
             self._wake.clear()
             if self._stop.is_set():
