@@ -60,12 +60,11 @@ if [ "$INSTALL_PYTHON" != no ]; then
     say "venv $DESTDIR$venv ${site:+(with the system's packages)}"
     # shellcheck disable=SC2086
     "$PYTHON" -m venv $site "$DESTDIR$venv"
-    "$DESTDIR$venv/bin/python" -m pip install -q --upgrade pip
     # shellcheck disable=SC2086
     "$DESTDIR$venv/bin/python" -m pip install -q $PIP_ARGS "$repo"
     if [ -n "$DESTDIR" ]; then
         # Scripts name the interpreter by its staged path; the box runs it from $venv.
-        for f in "$DESTDIR$venv"/bin/*; do
+        for f in "$DESTDIR$venv"/bin/* "$DESTDIR$venv/pyvenv.cfg"; do
             if [ -f "$f" ] && [ ! -L "$f" ] && grep -Iq "$DESTDIR$venv" "$f"; then
                 sed -i "s#$DESTDIR$venv#$venv#g" "$f"
             fi
