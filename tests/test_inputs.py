@@ -282,6 +282,8 @@ def test_a_failing_act_never_reaches_the_source() -> None:
     router = Router(config(RED).buttons, act, hold_thread=False)
     router.handle(InputEvent("gpio", "red", "press"))
     assert router.counts["act_errors"] == 1
+    with pytest.raises(RuntimeError, match="bad moment"):  # an HTTP handler hears of it
+        router.web("chen-ama", "welcome")
 
 
 def test_ten_thousand_presses_through_the_router() -> None:
@@ -518,6 +520,23 @@ def test_unplugged_encoder_says_so_and_comes_back() -> None:
         assert source.opened == 2 and again.grabbed
         again.send(ecodes.EV_KEY, ecodes.KEY_1, 1)  # the unplug released it: a new press
         assert wait_for(lambda: len(actions) == 2)
+    finally:
+        source.close()
+
+
+def test_encoder_without_permission_says_what_to_do() -> None:
+    bus = Bus()
+    bus.plug()
+
+    def denied(path: str) -> KernelDevice:
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    source = EvdevSource("Arcade Encoder", config(ENCODER).buttons, opener=denied,
+                         lister=bus.list, rescan_seconds=0.05)  # fmt: skip
+    source.start(lambda e: None)
+    try:
+        assert wait_for(lambda: "input group" in source.status()["detail"]), source.status()
+        assert not source.status()["ok"]
     finally:
         source.close()
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import logging
 import os
 import re
@@ -79,9 +80,9 @@ def _open_device(path: str) -> Any:
 
 
 def _list_devices() -> list[str]:
-    from evdev import list_devices
-
-    return sorted(list_devices(INPUT_DIR))
+    # Every event node, readable or not: one we may not open is reported (the
+    # input group is missing), not silently skipped as evdev.list_devices does.
+    return sorted(glob.glob(os.path.join(INPUT_DIR, "event*")))
 
 
 class EvdevSource(StatusMixin):
@@ -135,19 +136,28 @@ class EvdevSource(StatusMixin):
     # -- finding and opening the device -------------------------------------
 
     def _find(self) -> Any:
+        """The device if it is plugged in now, else None; OSError when it cannot be opened."""
         spec = self.device_spec
         if spec.startswith("/"):
             if not os.path.exists(spec):
                 return None
             return self._opener(spec)
+        denied = 0
         for path in self._lister():
             try:
                 dev = self._opener(path)
-            except OSError:
+            except PermissionError:
+                denied += 1
                 continue
+            except OSError:
+                continue  # gone between listing and opening
             if dev.name == spec:
                 return dev
             dev.close()
+        if denied:
+            raise PermissionError(
+                errno.EACCES, f"{denied} input device(s) could not be opened to read their names"
+            )
         return None
 
     def _attach(self, dev: Any) -> None:
@@ -224,8 +234,14 @@ class EvdevSource(StatusMixin):
             try:
                 dev = self._find()
             except OSError as exc:
-                dev = None
-                self._set_status(False, f"cannot open {self.device_spec}: {exc}; retrying")
+                hint = (
+                    " (the daemon's user needs the input group)"
+                    if isinstance(exc, PermissionError)
+                    else ""
+                )
+                self._set_status(False, f"cannot open {self.device_spec}: {exc}{hint}; retrying")
+                self._stop.wait(self._rescan)
+                continue
             if dev is None:
                 if self.opened:
                     self._set_status(False, f"{self.device_spec} unplugged, waiting for it")

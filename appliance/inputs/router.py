@@ -243,7 +243,8 @@ class Router:
 
         Returns what `act` returned (the daemon's utterance number), or None
         when the same item was pressed less than `WEB_COOLDOWN_MS` ago (a
-        double tap).  A technician's test (`source="tech"`) has no cooldown.
+        double tap); `act`'s exceptions reach the caller.  A technician's
+        test (`source="tech"`) has no cooldown.
         """
         if (phrase is None) == (archival is None):
             raise ValueError("give exactly one of phrase or archival")
@@ -256,7 +257,10 @@ class Router:
                 self.counts["cooled_down"] += 1
                 return None
             self._web_last[key] = now
-        return self._do(
+            self.counts["actions"] += 1
+        # An HTTP handler is the caller: the daemon's errors go back to it (and to the
+        # screen as a 4xx), unlike a source's, which are only logged.
+        return self._act(
             Action(
                 kind="play",
                 voice=voice,
