@@ -172,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     stats_parser = sub.add_parser("stats", help=stats_cmd.SUMMARY, description=stats_cmd.SUMMARY)
     stats_cmd.add_arguments(stats_parser)
 
+    from appliance import run_cmd
+
+    run_parser = sub.add_parser("run", help="the daemon (as kioskd)", description=run_cmd.__doc__)
+    run_cmd.add_arguments(run_parser)
+    run_parser.set_defaults(func=run_cmd.run)
+
     bench = sub.add_parser(
         "bench",
         help="time every available backend against torch eager",

@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-import soxr
+
+from appliance.audio.resample import resample
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +141,11 @@ def _sha256(path: Path) -> str:
 
 
 def read_audio(path: Path, rate: int) -> np.ndarray:
-    """A file's samples as mono float32 at `rate` (soxr HQ when the rates differ)."""
+    """A file's samples as mono float32 at `rate` (resampled once, here, never in the
+    audio callback)."""
     samples, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
-    if file_rate != rate:
-        mono = soxr.resample(mono, file_rate, rate, quality="HQ").astype(np.float32)
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    return resample(mono, int(file_rate), rate)
 
 
 @dataclass
@@ -216,8 +216,13 @@ class PhraseCache:
         for item in sorted(entry.items.values(), key=priority):
             size = int(item.seconds * self.rate * 4) + 4096
             if self.ram_used() + size > self.ram_bytes:
-                log.info("phrase cache: %s %s %s stays on disk (RAM budget %.0f MB used)",
-                         voice, item.kind, item.id, self.ram_bytes / 1e6)  # fmt: skip
+                log.info(
+                    "phrase cache: %s %s %s stays on disk (RAM budget %.0f MB used)",
+                    voice,
+                    item.kind,
+                    item.id,
+                    self.ram_bytes / 1e6,
+                )
                 continue
             try:
                 samples = read_audio(item.path, self.rate)
@@ -339,7 +344,8 @@ class FreeTextCache:
             soundfile.write(str(tmp), samples, rate, subtype="PCM_16")
             os.replace(tmp, path)
         except (OSError, RuntimeError, soundfile.LibsndfileError) as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             self.problem = f"free-text cache: cannot write ({exc})"
             log.warning("%s; the text plays, but is not kept", self.problem)
             return False

@@ -69,6 +69,7 @@ class Supervisor:
         self.interval = interval
         self.on_stuck = on_stuck
         self._beats: dict[str, Heartbeat] = {}
+        self._probes: dict[str, tuple[float, Callable[[], float | None]]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -85,20 +86,40 @@ class Supervisor:
             beat.beat()
             return beat
 
+    def register_probe(
+        self, name: str, limit: float, last: Callable[[], float | None]
+    ) -> None:
+        """A part that keeps its own time of life: `last()` gives the time.monotonic() of
+        its last sign of life, or None while it is not expected to show one (an audio
+        device that is unplugged and being retried has its own status instead)."""
+        with self._lock:
+            self._probes[name] = (limit, last)
+
     def unregister(self, name: str) -> None:
         with self._lock:
             self._beats.pop(name, None)
+            self._probes.pop(name, None)
 
     def check(self, now: float | None = None) -> list[str]:
         """Names of parts whose heartbeat is too old, with their age (empty: all alive)."""
         now = time.monotonic() if now is None else now
         with self._lock:
             beats = list(self._beats.values())
-        return [
+            probes = list(self._probes.items())
+        stuck = [
             f"{b.name} ({b.age(now):.0f} s without a sign of life)"
             for b in beats
             if not b.paused and b.age(now) > b.limit
         ]
+        for name, (limit, last) in probes:
+            try:
+                seen = last()
+            except Exception as exc:  # a probe that fails counts as a part that is stuck
+                stuck.append(f"{name} (its check failed: {exc})")
+                continue
+            if seen is not None and now - seen > limit:
+                stuck.append(f"{name} ({now - seen:.0f} s without a sign of life)")
+        return stuck
 
     def tick(self) -> bool:
         """One round: ping when all parts are alive; True when pinged."""
