@@ -51,6 +51,11 @@ bench: venv
 bench-memory: venv
 	$(PY) -m devtools.memory_bench --json out/memory.json
 
+# Engines for this device and the cached phrases of every installed voice (idempotent).
+.PHONY: engines
+engines: venv
+	$(VENV)/bin/kiosk build --all
+
 # The kiosk on a real box (sudo make install) or staged (make install DESTDIR=...):
 # a venv in $(PREFIX)/venv, the units, users, folders and rules; systemd/README.md.
 PREFIX ?= /opt/kiosk

@@ -9,13 +9,26 @@ manifest's SHA-256 for it.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from kiosk_build.precache import (
+    DEFAULT_TARGET_LUFS,
+    ArchivalJob,
+    PhraseJob,
+    PrecacheJobs,
+    precache,
+    read_index,
+)
+from kiosk_build.provenance import BoxSigner
+from kiosk_build.voice_build import build_engines, engine_backend
+
+from engines.voice import HelperModels, Voice
 from engines.voice_folder import read_config
-from kiosk_build.precache import ArchivalJob, PhraseJob, PrecacheJobs
 from provisioning.pack_format import PHRASES_BERT_FILE, Manifest
 from provisioning.phrase_features import read_phrase_features
+from provisioning.state import ENGINES_DIR, PACK_DIR, PHRASES_DIR, PROVENANCE_DIR, VOICE_DIR
 from provisioning.strict_json import PackFormatError
 
 
@@ -75,3 +88,74 @@ def precache_jobs(
         archival=tuple(archival),
         max_new_tokens=max_new_tokens,
     )
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """How a voice version is built on this box (the `[provisioning]` settings)."""
+
+    backend: str = "torch-eager"
+    """The backend the engines are built for and the phrases are spoken with."""
+    target_lufs: float = DEFAULT_TARGET_LUFS
+    """Loudness of every cached file (LUFS, BS.1770)."""
+    max_new_tokens: int | None = None
+    """Cap on semantic tokens per segment (None: the voice's own caps)."""
+    progress: bool | None = None
+    """A progress bar (None: when stderr is a terminal)."""
+
+
+def build_version(
+    state_root: Path,
+    folder: Path,
+    manifest: Manifest,
+    manifest_sha256: str,
+    *,
+    settings: BuildSettings,
+    helpers: HelperModels | None = None,
+    export: Any = None,
+) -> tuple[str, bool]:
+    """Engines for this device, then every phrase cached, for one version folder.
+
+    `folder` holds `pack/` and `voice/` (a staging folder or an installed
+    version); the phrases go to `folder/phrases/`.  Returns a line for the log
+    and whether the phrase folder changed.
+    """
+    pack, voice_folder, phrases = folder / PACK_DIR, folder / VOICE_DIR, folder / PHRASES_DIR
+    jobs = precache_jobs(
+        pack, manifest, manifest_sha256, voice_folder, max_new_tokens=settings.max_new_tokens
+    )
+    engines = build_engines(
+        voice_folder,
+        settings.backend,
+        phrase_features=[job.features or () for job in jobs.phrases],
+        engine_dir=state_root / ENGINES_DIR,
+    )
+    signer = BoxSigner.ensure(state_root / PROVENANCE_DIR)
+    backend = engine_backend(settings.backend)
+    options = None
+    if backend == "tensorrt":
+        options = {"engine_dir": str(state_root / ENGINES_DIR), "voice": manifest.id}
+
+    def load() -> Voice:
+        return Voice.load(
+            voice_folder, helpers=helpers, backend=backend, backend_options=options, export=export
+        )
+
+    before = read_index(phrases)
+    index = precache(
+        load,
+        jobs,
+        phrases,
+        target_lufs=settings.target_lufs,
+        signer=signer,
+        progress=settings.progress,
+    )
+    made = sum(1 for item in index["items"] if not _listed(before, item))
+    return (
+        f"{engines.line()}; phrases: {len(index['items'])} cached ({made} made) at "
+        f"{settings.target_lufs:g} LUFS"
+    ), before != index
+
+
+def _listed(index: dict[str, Any] | None, item: dict[str, Any]) -> bool:
+    return index is not None and any(i.get("key") == item["key"] for i in index.get("items", []))

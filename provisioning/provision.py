@@ -100,6 +100,8 @@ class Provisioner:
         backend: str = "torch-eager",
         export: Exporter | None = None,
         health_tokens: int = HEALTH_MAX_TOKENS,
+        target_lufs: float = -18.0,
+        precache_tokens: int | None = None,
         today: dt.date | None = None,
         limits: Limits | None = None,
         progress: Callable[[str], None] = print,
@@ -110,6 +112,10 @@ class Provisioner:
         self.backend = backend
         self.export = export
         self.health_tokens = health_tokens
+        #: Loudness of the cached phrases (LUFS); cap on their semantic tokens per segment
+        #: (None: the voice's own caps; a test voice that never says EOS needs one).
+        self.target_lufs = target_lufs
+        self.precache_tokens = precache_tokens
         self.today = today or dt.date.today()
         self.limits = limits or Limits()
         self.progress = progress
@@ -259,7 +265,7 @@ class Provisioner:
             )
             if checked.manifest_sha256 != sha:
                 raise RefusedError(f"{path.name}: the manifest changed while it was read")
-            note = self._build(stage, checked.manifest)
+            note = self._build(stage, checked.manifest, sha)
             fsync_dir(stage)
             parent = state.kind_root(kind) / manifest.id
             parent.mkdir(parents=True, exist_ok=True)
@@ -308,24 +314,47 @@ class Provisioner:
                 f"{free / 2**20:.0f} MiB are; `kiosk remove` a voice first"
             )
 
-    def _build(self, stage: Path, manifest: Any) -> str:
-        """The voice folder and the health check (a base pack: its BERT folder must load)."""
+    def _build(self, stage: Path, manifest: Any, manifest_sha256: str) -> str:
+        """The voice folder, its engines and cached phrases, then the health check.
+
+        Everything is made inside `stage` before the health check and the
+        activation, so a power cut never leaves a half-cached active version.
+        (A base pack: its BERT folder must load.)
+        """
         pack = stage / PACK_DIR
         if manifest.kind != "voice":
             from engines.features import BertFeaturizer
 
             BertFeaturizer.from_folder(pack / manifest.bert_folder)
             return "BERT folder loads"
+        from provisioning.precache_jobs import BuildSettings, build_version
+
         write_voice_folder_from_pack(pack, manifest, stage / VOICE_DIR)
-        return health_check(
+        helpers = box_helpers(self.state)
+        built, _changed = build_version(
+            self.state.root,
+            stage,
+            manifest,
+            manifest_sha256,
+            settings=BuildSettings(
+                backend=self.backend,
+                target_lufs=self.target_lufs,
+                max_new_tokens=self.precache_tokens,
+                progress=False,
+            ),
+            helpers=helpers,
+            export=self.export,
+        )
+        checked = health_check(
             stage / VOICE_DIR,
             pack,
             manifest,
             backend=self.backend,
-            helpers=box_helpers(self.state),
+            helpers=helpers,
             export=self.export,
             max_tokens=self.health_tokens,
         )
+        return f"{checked}; {built}"
 
 
 def box_helpers(state: State) -> HelperModels:
@@ -428,9 +457,27 @@ def voices_listing(state: State, today: dt.date | None = None) -> list[dict[str,
                 "path": str(active.voice_folder),
                 "kept": [i.version for i in state.installed(voice_id) if i != active],
                 "engines": engines,
+                "cached": cached_listing(active.phrases),
             }
         )
     return out
+
+
+def cached_listing(phrases: Path) -> dict[str, Any]:
+    """What `phrases/index.json` lists: phrase and archival ids, and the loudness target.
+
+    Read without hashing (the daemon checks every file's SHA-256 before it plays it).
+    """
+    try:
+        index = json.loads((phrases / "index.json").read_bytes())
+        items = [i for i in index["items"] if (phrases / str(i["file"])).is_file()]
+        return {
+            "phrases": [str(i["id"]) for i in items if i.get("kind") == "synthetic"],
+            "archival": [str(i["id"]) for i in items if i.get("kind") == "archival"],
+            "target_lufs": index.get("target_lufs"),
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"phrases": [], "archival": [], "target_lufs": None}
 
 
 def rollback(state: State, voice_id: str, today: dt.date | None = None) -> str:

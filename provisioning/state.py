@@ -7,10 +7,15 @@ Every path of the layout is made here, so provisioning, `kiosk voices`,
       voices/<id>/<version>/        one installed version (a rename of a finished staging folder)
         pack/                       the verified copy of the pack (manifest.json, .sig, payload)
         voice/                      the voice folder made from it (engines.voice_folder)
+        phrases/                    its cached phrases and archival recordings, levelled and
+                                    marked (kiosk_build.precache; layout: appliance/README.md)
       voices/<id>/active            symlink to `<version>` (relative), swapped with os.replace
       voices/<id>/.active-tmp-*     a temporary symlink a killed run may leave (cleaned)
       base/<id>/<version>/pack/     an installed base pack (the shared BERT folder); `active` too
       revocations/<sha256>.json     trusted revocation lists accepted so far (+ `.sig`)
+      provenance/                   the box's C2PA signing identity, made at its first build
+                                    (box.key 0600, box-chain.pem, box-ca.pem)
+      engines/                      TensorRT engines of the installed voices (GPU boxes only)
       staging/                      work in progress and folders being deleted (emptied each run)
       reports/                      kiosk-report.{txt,json} (latest) and timestamped copies
       voices.changed                a counter and time, rewritten after every change
@@ -46,6 +51,11 @@ ACTIVE = "active"
 TMP_LINK_PREFIX = ".active-tmp-"
 PACK_DIR = "pack"
 VOICE_DIR = "voice"
+#: The build step's names (kiosk_build.precache, .provenance), repeated here so that
+#: reading the layout never imports the build step.
+PHRASES_DIR = "phrases"
+PROVENANCE_DIR = "provenance"
+ENGINES_DIR = "engines"
 #: Versions kept besides the active one (for `kiosk rollback`).
 KEEP_PREVIOUS = 2
 _VERSION_DIR = re.compile(r"[0-9]{1,10}(-[0-9a-f]{12})?")
@@ -87,6 +97,10 @@ class Installed:
     @property
     def voice_folder(self) -> Path:
         return self.folder / VOICE_DIR
+
+    @property
+    def phrases(self) -> Path:
+        return self.folder / PHRASES_DIR
 
     def sort_key(self) -> tuple[int, int]:
         """Version first; for the same version, the later install (mtime) last."""
