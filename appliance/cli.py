@@ -160,6 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
         add_box_args(box_parser)
         box_parser.set_defaults(func=run_box_command)
 
+    # The build step on the box: engines and cached phrases (see appliance/build_cmd.py).
+    from appliance.build_cmd import COMMANDS as BUILD_COMMANDS
+
+    for name, summary, add_build_args, run_build_command in BUILD_COMMANDS:
+        build_parser_ = sub.add_parser(name, help=summary, description=summary)
+        add_build_args(build_parser_)
+        build_parser_.set_defaults(func=run_build_command)
+
     from appliance import config_cmd
 
     config_parser = sub.add_parser(
