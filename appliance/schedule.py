@@ -113,6 +113,7 @@ class Schedule:
         self.tz = zone(config.timezone)
         self.default_volume = float(default_volume)
         self.holidays = frozenset(holidays)
+        self._offset_window: tuple[dt.datetime, dt.datetime, list[dt.datetime]] | None = None
         self._periods: tuple[OpenPeriod, ...] = tuple(config.open)
         self._steps: tuple[VolumeStep, ...] = tuple(sorted(config.volume, key=lambda s: s.start))
         for p in self._periods:
@@ -175,9 +176,18 @@ class Schedule:
                 for fold in (0, 1):  # a repeated hour holds the boundary twice
                     wall = dt.datetime.combine(day, t, tzinfo=self.tz).replace(fold=fold)
                     found.add(wall.astimezone(dt.timezone.utc))
-        found.update(self._offset_changes(now, now + HORIZON))
+        found.update(self._offset_changes_cached(now))
         utc_now = now.astimezone(dt.timezone.utc)
         return sorted(c for c in found if c > utc_now)
+
+    def _offset_changes_cached(self, now: dt.datetime) -> list[dt.datetime]:
+        """`_offset_changes` over the horizon, from a window scanned once a month."""
+        utc = now.astimezone(dt.timezone.utc)
+        window = self._offset_window
+        if window is None or not window[0] <= utc or utc + HORIZON > window[1]:
+            start, end = utc - dt.timedelta(days=1), utc + HORIZON + dt.timedelta(days=30)
+            window = self._offset_window = (start, end, self._offset_changes(start, end))
+        return [c for c in window[2] if utc < c <= utc + HORIZON]
 
     def _offset_changes(self, start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
         """Instants (UTC, to the second) where the zone's UTC offset changes."""
