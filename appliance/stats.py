@@ -111,6 +111,14 @@ class _Row:
     values: tuple[Any, ...]
 
 
+def _damaged(exc: sqlite3.Error) -> bool:
+    """The file is not (or no longer) a sound database, as opposed to locked, full, read-only."""
+    text = str(exc)
+    return (
+        not isinstance(exc, sqlite3.OperationalError) or "malformed" in text
+    ) and "locked" not in text
+
+
 def _local_day(ts: float) -> str:
     return time.strftime("%Y-%m-%d", time.localtime(ts))
 
@@ -292,7 +300,7 @@ class Stats(StatsReader):
         try:
             return self._open_checked()
         except sqlite3.DatabaseError as exc:
-            if not isinstance(exc, sqlite3.OperationalError) or "malformed" in str(exc):
+            if _damaged(exc):
                 return self._move_aside_and_reopen(str(exc))
             return self._disable(exc)
         except OSError as exc:
@@ -327,8 +335,12 @@ class Stats(StatsReader):
             con = self._open_checked()
         except (OSError, sqlite3.Error) as exc:
             return self._disable(exc)
-        self._moved_aside = aside
-        self._detail = f"the old database was damaged ({why}); moved to {aside.name}, started anew"
+        with self._lock:
+            self._moved_aside = aside
+            self._ok = True
+            self._detail = (
+                f"the old database was damaged ({why}); moved to {aside.name}, started anew"
+            )
         log.error("stats: %s", self._detail)
         return con
 
@@ -406,8 +418,7 @@ class Stats(StatsReader):
     }
 
     def _writer(self) -> None:
-        con = self._con
-        assert con is not None
+        con: sqlite3.Connection | None = self._con
         stop = False
         while not stop:
             batch: list[_Row] = []
@@ -442,32 +453,61 @@ class Stats(StatsReader):
                     waiters.append(extra)
                 else:
                     batch.append(extra)
-            if batch:
-                self._commit(con, batch)
+            if batch and con is not None:
+                con = self._commit(con, batch)
+            elif batch:
+                self._lost(batch, None)
             for w in waiters:
                 w.set()
-        con.close()
+        if con is not None:
+            con.close()
 
-    def _commit(self, con: sqlite3.Connection, batch: list[_Row]) -> None:
+    def _insert(self, con: sqlite3.Connection, batch: list[_Row]) -> None:
+        with con:
+            for row in batch:
+                con.execute(self._INSERT[row.table], row.values)
+
+    def _commit(self, con: sqlite3.Connection, batch: list[_Row]) -> sqlite3.Connection | None:
+        """Write one batch; returns the connection to go on with (a new one after the
+        file was found damaged and moved aside), or None when stats had to stop."""
         try:
-            with con:
-                for row in batch:
-                    con.execute(self._INSERT[row.table], row.values)
+            self._insert(con, batch)
         except sqlite3.Error as exc:
-            with self._lock:
-                self._dropped += len(batch)
-                self._ok = False
-                self._detail = (
-                    f"writing {self.path} failed: {exc}; {len(batch)} rows lost "
-                    "(check free space on the state folder)"
-                )
-            log.error("stats: %s", self._detail)
-            return
+            if _damaged(exc):
+                con.close()
+                new = self._move_aside_and_reopen(str(exc))
+                if new is None:
+                    self._con = None
+                    self._lost(batch, None)
+                    return None
+                self._con = con = new
+                try:
+                    self._insert(con, batch)
+                except sqlite3.Error as again:
+                    self._lost(batch, again)
+                    return con
+            else:
+                self._lost(batch, exc)
+                return con
         with self._lock:
             self._written += len(batch)
             if not self._ok and self._con is not None:
                 self._ok = True
                 self._detail = "recording again after a write error"
+        return con
+
+    def _lost(self, batch: list[_Row], exc: sqlite3.Error | None) -> None:
+        with self._lock:
+            self._dropped += len(batch)
+            if exc is not None:
+                self._ok = False
+                hint = "free space" if "full" in str(exc) else "the disk and its permissions"
+                self._detail = (
+                    f"writing {self.path} failed: {exc}; {len(batch)} rows lost "
+                    f"(check {hint} of the state folder)"
+                )
+        if exc is not None:
+            log.error("stats: %s", self._detail)
 
     # -- control ------------------------------------------------------------
 

@@ -157,6 +157,23 @@ def test_damaged_database_is_moved_aside(tmp_path: Path) -> None:
         assert stats.plays_per_day(1)[0]["plays"] == 1
 
 
+def test_damage_while_running_starts_a_new_file(tmp_path: Path) -> None:
+    path = stats_path(tmp_path)
+    with Stats(path) as stats:
+        stats.record_play(voice="v", kind="phrase", item="before")
+        assert stats.flush()
+        con = sqlite3.connect(path)
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        con.close()
+        path.write_bytes(os.urandom(path.stat().st_size))  # the card returns garbage
+        stats.record_play(voice="v", kind="phrase", item="after")
+        assert stats.flush()
+        st = stats.status()
+        assert st["ok"] and "damaged" in st["detail"] and st["moved_aside"], st
+        assert [r["item"] for r in stats.plays_by(("item",), None)] == ["after"]
+        assert st["dropped"] == 0
+
+
 def test_unwritable_state_keeps_going(tmp_path: Path) -> None:
     not_a_folder = tmp_path / "state"
     not_a_folder.write_text("a file where the state folder should be")
