@@ -12,8 +12,9 @@ Why this shape:
   WAL with `synchronous=FULL`: in WAL mode `NORMAL` leaves committed
   transactions to roll back after a power loss until the next checkpoint, FULL
   syncs the WAL at every commit, which is one small fsync per batch.
-- A damaged database (not a database, failed `quick_check`) is moved aside as
-  `stats.sqlite3.damaged-<time>` and a new one is started; an unwritable one
+- A damaged database (not a database, failed `quick_check`, at start or
+  while writing) is moved aside as `stats.sqlite3.damaged-<time>` and a new
+  one is started; an unwritable one
   turns stats off with a status that says what to fix.  Either way playing
   goes on: stats are never a reason for silence.
 - Visitors' free text is never stored: a `text` play keeps only its kind.
@@ -164,11 +165,17 @@ class StatsReader:
         return con
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
-        con = self._connect()
         try:
-            return [dict(r) for r in con.execute(sql, tuple(params))]
-        finally:
-            con.close()
+            con = self._connect()
+            try:
+                return [dict(r) for r in con.execute(sql, tuple(params))]
+            finally:
+                con.close()
+        except sqlite3.Error as exc:
+            raise StatsError(
+                f"cannot read {self.path}: {exc} (read it as the daemon's user, or with sudo; "
+                "a damaged file is moved aside when the daemon starts)"
+            ) from exc
 
     def plays_per_day(self, days: int | None = 7) -> list[dict[str, Any]]:
         """[{"day", "plays"}] for the last `days` days that had plays, oldest first."""

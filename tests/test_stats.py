@@ -116,6 +116,11 @@ def test_csv_export_and_command(tmp_path: Path, capsys: pytest.CaptureFixture[st
     # no database yet: one clear line, exit 2
     assert kiosk_main(["stats", "--state", str(tmp_path / "empty")]) == 2
     assert "no stats yet" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    stats_path(bad).write_bytes(b"not a database" * 200)
+    assert kiosk_main(["stats", "--state", str(bad)]) == 2
+    assert "cannot read" in capsys.readouterr().err
 
 
 def test_never_blocks_and_counts_drops(tmp_path: Path) -> None:
