@@ -118,7 +118,8 @@ class GpioSource(StatusMixin):
             f"pin factory {type(self._devices[0].pin_factory).__name__}" if self._devices else ""
         )
         if failed:
-            self._set_status(False, f"cannot use {'; '.join(failed)}; the other buttons work")
+            rest = "the other buttons work" if self._devices else "no button of this source works"
+            self._set_status(False, f"cannot use {'; '.join(failed)}; {rest}")
         else:
             pins = ", ".join(f"{b.name}=pin {b.pin}" for b in self.buttons)
             self._set_status(True, f"listening on {pins} ({where})")

@@ -236,7 +236,8 @@ class JetsonSource(StatusMixin):
                 else:
                     self._leds[cfg.name] = led
         if failed:
-            self._set_status(False, f"cannot use {'; '.join(failed)}; the other buttons work")
+            rest = "the other buttons work" if self._inputs else "no button of this source works"
+            self._set_status(False, f"cannot use {'; '.join(failed)}; {rest}")
         else:
             listed = ", ".join(f"{b.name}={mode} {number[b.pin]}" for b in self.buttons)
             self._set_status(True, f"listening on {listed}")
