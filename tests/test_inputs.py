@@ -205,6 +205,10 @@ def test_cooldown_per_button() -> None:
     tap(20)  # 310 ms: plays
     assert [a.requested_ns for a in actions] == [1_000_000_000, 1_310_000_000]
     assert router.counts["cooled_down"] == 2 and router.counts["presses"] == 4
+    # a release that went missing does not lock the button
+    router.handle(InputEvent("gpio", "red", "press", clock.ms(400)))
+    router.handle(InputEvent("gpio", "red", "press", clock.ms(400)))
+    assert len(actions) == 4
 
 
 def test_hold_timed_by_the_router_and_through_a_cooldown() -> None:

@@ -10,6 +10,7 @@ close.  When stdin is not a terminal (the daemon under systemd reads
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import selectors
@@ -64,6 +65,7 @@ class KeyboardSource(StatusMixin):
         self._fd = fd
         self._saved = termios.tcgetattr(fd)
         tty.setcbreak(fd)
+        atexit.register(self._restore)  # the terminal comes back even if close() is missed
         self._thread = threading.Thread(target=self._run, name="kiosk-keyboard", daemon=True)
         self._thread.start()
         keys = ", ".join(f"{k}={n}" for k, n in self.keys.items())
@@ -105,6 +107,12 @@ class KeyboardSource(StatusMixin):
     def set_led(self, button: str, on: bool) -> bool:
         return False
 
+    def _restore(self) -> None:
+        if self._fd is not None and self._saved is not None:
+            with contextlib.suppress(termios.error, OSError):
+                termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
+            self._saved = None
+
     def close(self) -> None:
         self._stop.set()
         with contextlib.suppress(OSError):
@@ -112,10 +120,8 @@ class KeyboardSource(StatusMixin):
         if self._thread is not None:
             self._thread.join(3)
             self._thread = None
-        if self._fd is not None and self._saved is not None:
-            with contextlib.suppress(termios.error, OSError):
-                termios.tcsetattr(self._fd, termios.TCSADRAIN, self._saved)
-            self._saved = None
+        self._restore()
+        atexit.unregister(self._restore)
         for fd in (self._wake_r, self._wake_w):
             with contextlib.suppress(OSError):
                 os.close(fd)

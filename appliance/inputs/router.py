@@ -128,8 +128,8 @@ class Router:
                 return
             cfg = state.config
             if event.action == "press":
-                if state.down_ns is not None:
-                    return  # already down (a repeated edge)
+                # A press while "down" means a release went missing (sources pair them,
+                # but a lost edge must not lock the button): it is a new press.
                 self.counts["presses"] += 1
                 state.down_ns, state.down_source, state.hold_fired = (
                     event.at_ns,
