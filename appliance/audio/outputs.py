@@ -350,6 +350,8 @@ class SoundDeviceOutput:
         self._restarts = 0
         self._failures = 0
         self._lost = False  # set by the stream's callbacks when the device goes away
+        self._render_error: Exception | None = None
+        self._abort_exc: type[Exception] = RuntimeError  # sounddevice.CallbackAbort once open
         self._ever_opened = False
 
     # -- control side
@@ -427,6 +429,10 @@ class SoundDeviceOutput:
             )
             if self._lost or stalled:
                 why = "the device stopped the stream" if self._lost else "no callback for a while"
+                if self._render_error is not None:
+                    why = f"the player failed: {_one_line(self._render_error)}"
+                    log.error("%s: render failed", self.name, exc_info=self._render_error)
+                    self._render_error = None
                 self._ok = False
                 self._detail = f"{self.name}: audio lost ({why}); reopening"
                 log.warning("%s", self._detail)
@@ -435,6 +441,8 @@ class SoundDeviceOutput:
 
     def _open(self) -> None:
         import sounddevice as sd
+
+        self._abort_exc = sd.CallbackAbort
 
         if self._ever_opened or self._failures:
             # PortAudio lists devices once; re-scan so a re-plugged USB card is found.
@@ -483,12 +491,24 @@ class SoundDeviceOutput:
     def _close(self) -> None:
         with self._lock:
             stream, self._stream = self._stream, None
-        if stream is not None:
+        if stream is None:
+            return
+
+        def close() -> None:
             try:
-                stream.abort()
-                stream.close()
+                # Pa_CloseStream aborts a stream that still runs; never abort twice (a
+                # second abort of a dead ALSA stream joins its thread again and hangs).
+                stream.close(ignore_errors=True)
             except Exception as exc:  # the device may already be gone
                 log.debug("%s: closing the stream: %s", self.name, exc)
+
+        # A device that vanished can block the close inside the driver: give it a
+        # moment, then reopen regardless (the old stream is left to the OS).
+        closer = threading.Thread(target=close, name="audio-close", daemon=True)
+        closer.start()
+        closer.join(timeout=3.0)
+        if closer.is_alive():
+            log.warning("%s: the old stream did not close; opening a new one anyway", self.name)
 
     # -- audio thread
 
@@ -497,18 +517,25 @@ class SoundDeviceOutput:
         if status:
             self._underruns += 1
         render = self._render
-        if self._channels == 1:
-            render(outdata[:, 0])
-        elif frames <= self._mono.shape[0]:
-            mono = self._mono[:frames]
-            render(mono)
-            outdata[:, 0] = mono
-            outdata[:, 1] = mono
-        else:  # a host that ignores the block size; never seen, but never crash
+        try:
+            if self._channels == 1:
+                render(outdata[:, 0])
+            elif frames <= self._mono.shape[0]:
+                mono = self._mono[:frames]
+                render(mono)
+                outdata[:, 0] = mono
+                outdata[:, 1] = mono
+            else:  # a host that ignores the block size; never seen, but never crash
+                outdata.fill(0)
+        except Exception as exc:
+            # A failing render would repeat every block: end the stream instead (as a
+            # device that goes away does); the supervisor logs it and reopens.
+            self._render_error = exc
             outdata.fill(0)
+            raise self._abort_exc from exc
 
     def _finished(self) -> None:
-        # Called when the stream ends; only expected when we close it ourselves.
+        # Called when the stream ends: expected only when we close it ourselves.
         if not self._stop.is_set() and self._stream is not None:
             self._lost = True
             self._wake.set()
