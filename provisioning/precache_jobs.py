@@ -158,4 +158,7 @@ def build_version(
 
 
 def _listed(index: dict[str, Any] | None, item: dict[str, Any]) -> bool:
-    return index is not None and any(i.get("key") == item["key"] for i in index.get("items", []))
+    """The item was in the index before, as the same file (a rebuilt file has a new hash)."""
+    return index is not None and any(
+        i.get("sha256") == item["sha256"] for i in index.get("items", [])
+    )

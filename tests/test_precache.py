@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyloudnorm
 import pytest
-from kiosk_build import loudness
+import soundfile
+import torch
+from kiosk_build import loudness, provenance
+from kiosk_build import precache as precache_mod
+from kiosk_build.precache import INDEX_FILE
+
+from appliance.cli import main
+from appliance.phrase_cache import read_index
+from devtools import sample_packs
+from provisioning.provision import Provisioner, box_trust
+from provisioning.state import State
 
 SR = 32_000
 
@@ -110,3 +127,158 @@ def test_unmeasurable_clips_are_refused(clip: np.ndarray, message: str) -> None:
     """Silence, an empty clip, NaN: a clear LoudnessError (a ValueError)."""
     with pytest.raises(loudness.LoudnessError, match=message):
         loudness.normalise(clip, SR)
+
+
+# --- precache on a provisioned box ------------------------------------------------------------
+
+VOICE = sample_packs.VOICE_ID
+TARGET = -18.0
+#: Semantic tokens per segment: the kit's untrained GPT never says EOS.
+TOKENS = 6
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The kit's voice provisioned for real (precache in staging, then the health check)."""
+    root = tmp_path_factory.mktemp("precache")
+    kit = sample_packs.write_kit(root / "kit")
+    keys = sample_packs.make_keys(root / "keys")
+    pack = sample_packs.build_pack(kit, keys, root / "packs")
+    config = sample_packs.box_config_dir(root / "config", keys)
+    stick = root / "stick"
+    shutil.copytree(pack, stick / pack.name)
+    state = State(root / "state")
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    items = Provisioner(state, box_trust(config), health_tokens=TOKENS, precache_tokens=TOKENS,
+                        progress=lambda _line: None).run(stick)  # fmt: skip
+    seconds = time.perf_counter() - start
+    assert [i.status for i in items] == ["activated"], items
+    return {"state": state.root, "items": items, "seconds": seconds, "config": config}
+
+
+def copy_state(box: dict[str, Any], tmp_path: Path) -> Path:
+    target = tmp_path / "state"
+    shutil.copytree(box["state"], target, symlinks=True)
+    return target
+
+
+def phrase_files(phrases: Path) -> dict[str, int]:
+    """Every file under phrases/ with its mtime (ns)."""
+    return {str(p.relative_to(phrases)): p.stat().st_mtime_ns
+            for p in sorted(phrases.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def build(state: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["build", VOICE, "--state", str(state), "--backend", "torch-eager",
+                 "--max-tokens", str(TOKENS), *extra])  # fmt: skip
+    return code, capsys.readouterr().out
+
+
+def test_provisioning_caches_levelled_marked_phrases(box, capsys) -> None:
+    state = State(box["state"])
+    active = state.active(VOICE)
+    assert active is not None and active.manifest.voice is not None
+    details = active.manifest.voice
+    print(f"provision with precache: {box['seconds']:.1f} s")
+    assert "phrases: 5 cached (5 made) at -18 LUFS" in box["items"][0].reason
+    index = json.loads((active.phrases / INDEX_FILE).read_text())
+    assert (index["format"], index["voice"], index["version"], index["target_lufs"]) == (
+        "kiosk-phrases/1", VOICE, 1, TARGET)  # fmt: skip
+    parsed = read_index(active.phrases)  # the daemon's reader takes it as it is
+    assert [(i.kind, i.id) for i in parsed.items] == [
+        ("synthetic", p.id) for p in details.phrases
+    ] + [("archival", Path(a.path).stem) for a in details.archival]
+    anchors = provenance.box_trust_anchors(state.root / "provenance")
+    for item in index["items"]:
+        path = active.phrases / item["file"]
+        assert precache_mod.file_sha256(path) == item["sha256"]
+        samples, rate = soundfile.read(str(path), dtype="float64")
+        assert rate == item["sample_rate"] and samples.shape[0] / rate == pytest.approx(
+            item["seconds"], abs=1e-3
+        )
+        # loudness measured here, independently of what the index says
+        lufs = pyloudnorm.Meter(rate).integrated_loudness(samples)
+        assert abs(lufs - TARGET) <= 1.0, (item["id"], lufs)
+        assert lufs == pytest.approx(item["lufs"], abs=0.02)
+        assert loudness.true_peak_dbtp(samples, rate) <= -1.0
+        meta = precache_mod.read_metadata(path)
+        record = meta["record"]
+        assert (record["voice_id"], record["voice_version"], record["item_id"]) == (
+            VOICE, 1, item["id"])  # fmt: skip
+        mark = provenance.read_provenance(path, anchors)
+        assert mark["validation_state"] == "Trusted", mark["failures"]
+        assert mark["consent_document_sha256"] == details.consent.document_sha256
+        assert mark["pack_manifest_sha256"] == active.manifest_sha256
+        if item["kind"] == "synthetic":
+            phrase = next(p for p in details.phrases if p.id == item["id"])
+            assert meta["tag"] == record["tag"] == mark["kind"] == "AI-generated"
+            assert meta["title"] == record["text"] == phrase.text
+            assert mark["digital_source_type"] == provenance.TRAINED_ALGORITHMIC_MEDIA
+            assert record["settings"]["max_new_tokens"] == TOKENS
+            assert record["settings"]["language"] == phrase.lang
+            if phrase.seed is not None:
+                assert record["settings"]["seed"] == phrase.seed
+                assert record["settings"]["speed"] == phrase.speed
+        else:
+            assert meta["tag"] == record["tag"] == mark["kind"] == "original recording"
+            assert mark["digital_source_type"] is None
+    capsys.readouterr()
+    assert main(["voices", "--json", "--state", str(state.root)]) == 0
+    [listed] = json.loads(capsys.readouterr().out)
+    assert listed["cached"] == {
+        "phrases": [p.id for p in details.phrases],
+        "archival": [Path(a.path).stem for a in details.archival],
+        "target_lufs": TARGET,
+    }
+
+
+def test_kiosk_build_rebuilds_nothing_then_only_what_changed(box, tmp_path, capsys) -> None:
+    state = copy_state(box, tmp_path)
+    phrases = State(state).active(VOICE).phrases  # type: ignore[union-attr]
+    before = phrase_files(phrases)
+    start = time.perf_counter()
+    code, out = build(state, capsys)
+    idle = time.perf_counter() - start
+    assert code == 0 and "5 cached (0 made)" in out, out
+    assert phrase_files(phrases) == before  # not one file (index included) rewritten
+    print(f"kiosk build with nothing to do: {idle:.1f} s")
+
+    # a lost file, a damaged one, a killed run's temporary file and an orphan
+    index = json.loads((phrases / INDEX_FILE).read_text())
+    lost, damaged = index["items"][0], index["items"][3]
+    (phrases / lost["file"]).unlink()
+    with open(phrases / damaged["file"], "r+b") as handle:
+        handle.seek(-100, os.SEEK_END)
+        handle.write(b"\0" * 10)
+    (phrases / "synthetic" / ".tmp-welcome-x.flac.123.flac").write_bytes(b"half")
+    (phrases / "synthetic" / "welcome-000000000000.flac").write_bytes(b"orphan")
+    kept = {k: v for k, v in phrase_files(phrases).items()
+            if k not in (lost["file"], damaged["file"], INDEX_FILE) and "000000" not in k
+            and ".tmp-" not in k}  # fmt: skip
+    code, out = build(state, capsys)
+    assert code == 0 and "5 cached (2 made)" in out, out
+    now = phrase_files(phrases)
+    assert {k: now[k] for k in kept} == kept  # the sound files were left alone
+    assert precache_mod.verify_index(phrases) == []
+    listed = {i["file"] for i in json.loads((phrases / INDEX_FILE).read_text())["items"]}
+    assert set(now) == listed | {INDEX_FILE}  # leftovers and orphans are gone
+
+    # another target: everything is made again, the old files go
+    code, out = build(state, capsys, "--target-lufs", "-20")
+    assert code == 0 and "5 cached (5 made) at -20 LUFS" in out, out
+    index = json.loads((phrases / INDEX_FILE).read_text())
+    assert index["target_lufs"] == -20.0
+    assert all(abs(i["lufs"] + 20) <= 1.0 and i["true_peak_dbtp"] <= -1 for i in index["items"])
+    assert set(phrase_files(phrases)) == {i["file"] for i in index["items"]} | {INDEX_FILE}
+
+
+def test_kiosk_build_usage(box, tmp_path, capsys) -> None:
+    capsys.readouterr()
+    assert main(["build", "--state", str(tmp_path)]) == 2
+    assert "give a voice ID or --all" in capsys.readouterr().err
+    assert main(["build", "nobody", "--state", str(tmp_path)]) == 2
+    assert "no installed voice 'nobody'" in capsys.readouterr().err
+    assert main(["build", "--all", "--state", str(tmp_path / "empty")]) == 0
+    assert "no voices installed" in capsys.readouterr().out
