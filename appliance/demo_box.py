@@ -67,6 +67,9 @@ CURATED_ID = "demo"
 FREE_ID = "demo-free"
 BASE_ID = "base"
 PACK_VERSION = 1
+#: Semantic tokens per cached phrase segment of the untrained demo voice (3 s of sound),
+#: which never says "end" by itself (see `provision`).
+DEMO_PHRASE_TOKENS = 75
 KEY_NAME = "demo"
 #: The keys `make demo` gives the voices (typed in the terminal running `kiosk run`).
 KEYBOARD_BUTTONS = (
@@ -503,14 +506,34 @@ def write_config(box: DemoBox, output: str | None, backend: str, progress: Progr
     return box.config
 
 
-def provision(box: DemoBox, progress: Progress) -> None:
-    """`kiosk provision` from the stand-in stick: the box's real install path."""
+def provision(box: DemoBox, backend: str, progress: Progress) -> None:
+    """Install the stand-in stick's packs: `kiosk provision`'s own Provisioner and reports.
+
+    One difference from a museum's box, for the untrained demo voice only: its
+    GPT never says "end", so every cached phrase segment is capped at
+    `DEMO_PHRASE_TOKENS` tokens (a trained voice stops by itself).
+    """
+    from appliance.say import export_on_demand
+    from provisioning.provision import Provisioner, box_trust, write_reports
+    from provisioning.state import State
+
     box.state.mkdir(parents=True, exist_ok=True)
-    _kiosk(
-        ["provision", str(box.stick), "--state", str(box.state), "--config-dir",
-         str(box.config_dir)],
-        "provisioning from the stand-in stick",
-    )  # fmt: skip
+    state = State(box.state)
+    provisioner = Provisioner(
+        state,
+        box_trust(box.config_dir),
+        backend=backend,
+        export=export_on_demand,
+        precache_tokens=DEMO_PHRASE_TOKENS,
+        progress=progress,
+    )
+    items = provisioner.run(box.stick)
+    report = write_reports(state, items)
+    refused = [item for item in items if item.status == "refused"]
+    if refused:
+        raise DemoSetupError(
+            f"provisioning refused {len(refused)} pack(s): {refused[0].reason} (report: {report})"
+        )
 
 
 def set_up(
@@ -535,8 +558,8 @@ def set_up(
     make_keys(box, progress)
     progress(f"[4/6] packs on the stand-in USB stick {box.stick}")
     make_packs(box, voice, inputs, helpers, progress)
-    progress(f"[5/6] kiosk provision into {box.state}")
-    provision(box, progress)
+    progress(f"[5/6] kiosk provision into {box.state} (engines and phrase cache, {backend})")
+    provision(box, backend, progress)
     progress("[6/6] the demo's kiosk.toml")
     write_config(box, output, backend, progress)
     progress(f"demo box ready in {time.perf_counter() - start:.1f} s. {UNTRAINED}")
