@@ -196,3 +196,6 @@ def _register_extras(app: Flask, kiosk: Kiosk) -> None:
     except ImportError:
         return
     app.register_blueprint(tech)
+    from appliance.web_pages import pages
+
+    app.register_blueprint(pages)
