@@ -98,6 +98,10 @@ class AudioConfig:
     """Fade length in ms (5-10) on stop / interrupt, so nothing clicks."""
     when_playing: str = "interrupt"
     """A press while playing: `interrupt` (fade out, play the new one), `queue`, `ignore`."""
+    realtime_priority: int = 10
+    """SCHED_FIFO priority of the audio thread (1-99; 0: normal). Keeps presses prompt
+    while synthesis loads the CPU; needs `LimitRTPRIO=` in the unit (else it logs and
+    runs at normal priority). Never with a free-running device such as ALSA's null PCM."""
 
 
 @dataclass(frozen=True)
@@ -577,6 +581,7 @@ def _audio(t: _Table, base: Path | None) -> AudioConfig:
         gain_cap=t.number("gain_cap", d.gain_cap, 0.0, 1.0),
         fade_ms=t.number("fade_ms", d.fade_ms, 5.0, 10.0, " ms"),
         when_playing=t.choice("when_playing", d.when_playing, WHEN_PLAYING),
+        realtime_priority=t.integer("realtime_priority", d.realtime_priority, 0, 99),
     )
     t.finish()
     return audio

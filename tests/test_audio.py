@@ -382,3 +382,32 @@ def test_missing_device_is_reported_and_retried(caplog: pytest.LogCaptureFixture
     assert delays[:4] == ["0.02", "0.04", "0.08", "0.08"]  # back-off, capped
     assert caplog.records[0].levelname == "WARNING"
     assert QUIET > 0  # the fade threshold is a level, not zero
+
+
+def test_audio_thread_asks_for_real_time_priority() -> None:
+    """Where SCHED_FIFO is allowed (root, LimitRTPRIO) the pacing thread gets it; where
+    not, it runs anyway and the status says why and what to set."""
+    allowed: list[bool] = []
+
+    def probe() -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(5))
+            allowed.append(True)
+        except OSError:
+            allowed.append(False)
+
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    policies: list[int] = []
+    out = NullOutput(sample_rate=RATE, blocksize=BLOCK, realtime_priority=5)
+    out.start(lambda block: policies.append(os.sched_getscheduler(0)) if not policies else None)
+    deadline = time.monotonic() + 5
+    while not policies and time.monotonic() < deadline:
+        time.sleep(0.01)
+    detail = out.status().detail
+    out.stop()
+    if allowed[0]:
+        assert policies == [os.SCHED_FIFO] and "real-time priority 5" in detail
+    else:
+        assert policies == [os.SCHED_OTHER] and "LimitRTPRIO=5" in detail

@@ -46,6 +46,26 @@ RETRY_INITIAL_S = 1.0
 RETRY_MAX_S = 30.0
 
 
+def raise_priority(priority: int) -> str:
+    """Put the calling thread on SCHED_FIFO `priority` (0: leave it); says what happened.
+
+    The audio thread waits for the GIL and for a CPU like any other; on a 2-core box
+    busy with synthesis, real-time priority is what keeps a press within a block or
+    two of the speaker.  Needs root, CAP_SYS_NICE or `LimitRTPRIO=` in the unit.
+    """
+    if priority <= 0:
+        return "normal priority"
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (OSError, AttributeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        return (
+            f"normal priority (real-time {priority} refused: {reason}; "
+            f"allow it with LimitRTPRIO={priority} in the service)"
+        )
+    return f"real-time priority {priority}"
+
+
 class BlockMarks:
     """Which utterance each span of the last rendered block belongs to.
 
@@ -122,13 +142,22 @@ class NullOutput:
     as the render function allows.
     """
 
-    def __init__(self, *, sample_rate: int = 48000, blocksize: int = 256, speed: float = 1.0):
+    def __init__(
+        self,
+        *,
+        sample_rate: int = 48000,
+        blocksize: int = 256,
+        speed: float = 1.0,
+        realtime_priority: int = 0,
+    ) -> None:
         if sample_rate <= 0 or blocksize <= 0 or speed < 0:
             raise ValueError("sample_rate and blocksize must be positive, speed not negative")
         self.name = "null"
         self.sample_rate = sample_rate
         self.blocksize = blocksize
         self.speed = speed
+        self.realtime_priority = realtime_priority
+        self._priority = "not started"
         self._buffer = np.zeros(blocksize, dtype=np.float32)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -159,7 +188,7 @@ class NullOutput:
             name=self.name,
             ok=running,
             detail=(
-                f"{self.name}: no sound device, paced at {self.sample_rate} Hz"
+                f"{self.name}: no sound device, paced at {self.sample_rate} Hz, {self._priority}"
                 if running
                 else f"{self.name}: not started"
             ),
@@ -177,6 +206,8 @@ class NullOutput:
     def _run(self) -> None:
         render = self._render
         assert render is not None
+        self._priority = raise_priority(self.realtime_priority)
+        log.info("%s: audio thread at %s", self.name, self._priority)
         block_ns = int(1e9 * self.blocksize / self.sample_rate / (self.speed or 1.0))
         due = time.monotonic_ns()
         buf = self._buffer
@@ -223,8 +254,14 @@ class CaptureOutput(NullOutput):
         sample_rate: int = 48000,
         blocksize: int = 256,
         speed: float = 1.0,
+        realtime_priority: int = 0,
     ) -> None:
-        super().__init__(sample_rate=sample_rate, blocksize=blocksize, speed=speed)
+        super().__init__(
+            sample_rate=sample_rate,
+            blocksize=blocksize,
+            speed=speed,
+            realtime_priority=realtime_priority,
+        )
         self.folder = Path(folder)
         self.name = f"capture:{self.folder}"
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -326,6 +363,7 @@ class SoundDeviceOutput:
         retry_initial_s: float = RETRY_INITIAL_S,
         retry_max_s: float = RETRY_MAX_S,
         stall_s: float = 2.0,
+        realtime_priority: int = 0,
     ) -> None:
         self.device = device
         self.name = f"sounddevice:{'default' if device is None else device}"
@@ -335,6 +373,8 @@ class SoundDeviceOutput:
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
         self.stall_s = stall_s
+        self.realtime_priority = realtime_priority
+        self._priority = ""  # set on the first callback of each stream
         self._mono = np.zeros(blocksize * 4, dtype=np.float32)
         self._render: Render | None = None
         self._stream = None
@@ -351,6 +391,7 @@ class SoundDeviceOutput:
         self._failures = 0
         self._lost = False  # set by the stream's callbacks when the device goes away
         self._render_error: Exception | None = None
+        self._base_detail = ""
         self._abort_exc: type[Exception] = RuntimeError  # sounddevice.CallbackAbort once open
         self._ever_opened = False
 
@@ -375,10 +416,13 @@ class SoundDeviceOutput:
         self._detail = f"{self.name}: stopped"
 
     def status(self) -> OutputStatus:
+        detail = self._detail
+        if self._ok and self._priority and detail == self._base_detail:
+            detail = f"{detail}, {self._priority}"
         return OutputStatus(
             name=self.name,
             ok=self._ok,
-            detail=self._detail,
+            detail=detail,
             last_callback_ns=self._last_ns,
             underruns=self._underruns,
             restarts=self._restarts,
@@ -398,6 +442,7 @@ class SoundDeviceOutput:
         """Open the stream; on failure or loss, retry with back-off until stopped."""
         delay = self.retry_initial_s
         was_ok = True
+        priority_logged = False
         while not self._stop.is_set():
             if self._stream is None:
                 try:
@@ -422,6 +467,9 @@ class SoundDeviceOutput:
             self._wake.clear()
             if self._stop.is_set():
                 break
+            if self._priority and not priority_logged:
+                priority_logged = True
+                log.info("%s: audio thread at %s", self.name, self._priority)
             stalled = (
                 self._last_ns
                 and time.monotonic_ns() - self._last_ns > self.stall_s * 1e9
@@ -476,6 +524,7 @@ class SoundDeviceOutput:
             raise last_error
         with self._lock:
             self._channels = channels
+            self._priority = ""
             self._lost = False
             self._last_ns = 0
             self._stream = stream
@@ -486,6 +535,7 @@ class SoundDeviceOutput:
             f"{self.name}: playing on {info['name']!r} at {self.sample_rate} Hz, "
             f"{channels} channel(s), block {self.blocksize}, latency {stream.latency * 1000:.0f} ms"
         )
+        self._base_detail = self._detail
         log.info("%s", self._detail)
 
     def _close(self) -> None:
@@ -514,6 +564,8 @@ class SoundDeviceOutput:
 
     def _callback(self, outdata: np.ndarray, frames: int, _time: object, status: object) -> None:
         self._last_ns = time.monotonic_ns()
+        if not self._priority:  # once per stream: PortAudio's thread is ours from here
+            self._priority = raise_priority(self.realtime_priority)
         if status:
             self._underruns += 1
         render = self._render
@@ -555,16 +607,24 @@ def make_output(
     blocksize: int = 256,
     latency: str | float = "high",
     speed: float = 1.0,
+    realtime_priority: int = 0,
 ) -> AudioOutput:
     """The sink `[audio] output` names: `default`, `null`, `capture:DIR`, a device name
-    or index.  `speed` applies to the paced sinks (null, capture) only."""
+    or index.  `speed` applies to the paced sinks (null, capture) only;
+    `realtime_priority` (`[audio] realtime_priority`) to every audio thread."""
+    paced = {
+        "sample_rate": sample_rate,
+        "blocksize": blocksize,
+        "speed": speed,
+        "realtime_priority": realtime_priority,
+    }
     if spec == "null":
-        return NullOutput(sample_rate=sample_rate, blocksize=blocksize, speed=speed)
+        return NullOutput(**paced)
     if spec.startswith("capture:"):
         folder = spec[len("capture:") :]
         if not folder:
             raise ValueError('capture output needs a folder: "capture:DIR"')
-        return CaptureOutput(folder, sample_rate=sample_rate, blocksize=blocksize, speed=speed)
+        return CaptureOutput(folder, **paced)
     device: str | int | None
     if spec == "default":
         device = None
@@ -572,4 +632,10 @@ def make_output(
         device = int(spec)
     else:
         device = spec
-    return SoundDeviceOutput(device, sample_rate=sample_rate, blocksize=blocksize, latency=latency)
+    return SoundDeviceOutput(
+        device,
+        sample_rate=sample_rate,
+        blocksize=blocksize,
+        latency=latency,
+        realtime_priority=realtime_priority,
+    )
