@@ -130,6 +130,8 @@ def test_interrupt_fades_out_then_plays_the_new_clip(rig: Rig) -> None:
     while not rig.of("playing"):
         time.sleep(0.002)
     time.sleep(0.05)
+    now = rig.player.now_playing()
+    assert now is not None and now.utterance == a and now.position_s > 0
     b = rig.player.play(Clip(second, {"label": "short"}), when_playing="interrupt")
     cut, new = rig.files(2)
     assert len(cut) < len(first)
@@ -217,7 +219,7 @@ def test_stream_fail_cancel_and_ignore(rig: Rig) -> None:
 
 
 def test_gain_cap_and_ramp(tmp_path: Path) -> None:
-    r = Rig(tmp_path / "c", gain_cap=0.5, volume=1.0)
+    r = Rig(tmp_path / "c", gain_cap=0.5, volume=1.0, progress_s=0.02)
     try:
         assert r.player.gain == 0.5
         assert r.player.set_gain(1.0) == 0.5  # the cap wins
@@ -230,8 +232,10 @@ def test_gain_cap_and_ramp(tmp_path: Path) -> None:
         assert np.allclose(got, clip * 0.5, atol=1e-6)
         r.player.set_gain(0.1)
         long = tone(1.0, amp=1.0)
-        r.player.play(Clip(long, {"label": "ramped"}))
+        second = r.player.play(Clip(long, {"label": "ramped"}))
         got = r.files(2)[1]
+        progress = [e.position_s for e in r.of("progress") if e.utterance == second]
+        assert len(progress) >= 3 and progress == sorted(progress)
         assert np.allclose(got[-2000:], long[-2000:] * 0.1, atol=1e-6)
         ratio = np.abs(got[2000:3000]) / np.maximum(np.abs(long[2000:3000]), 1e-3)
         assert np.all(ratio <= 0.5 + 1e-4)
@@ -304,6 +308,16 @@ def test_null_output_is_paced_in_real_time() -> None:
     # 0.5 s is 93.75 blocks; a loaded 2-core CI may fall a little behind, never ahead.
     assert 60 <= len(calls) <= 100, len(calls)
     assert out.status().last_callback_ns > 0 and not out.status().ok
+
+    def broken(block: np.ndarray) -> None:
+        raise ZeroDivisionError("bug")
+
+    out = NullOutput(sample_rate=RATE, blocksize=BLOCK)
+    out.start(broken)
+    time.sleep(0.05)
+    status = out.status()
+    out.stop()
+    assert not status.ok and "the player failed (bug)" in status.detail
 
 
 ALSA_SCRIPT = textwrap.dedent(

@@ -158,6 +158,7 @@ class NullOutput:
         self.speed = speed
         self.realtime_priority = realtime_priority
         self._priority = "not started"
+        self._error: Exception | None = None
         self._buffer = np.zeros(blocksize, dtype=np.float32)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -184,14 +185,18 @@ class NullOutput:
 
     def status(self) -> OutputStatus:
         running = self._thread is not None and self._thread.is_alive()
+        if not running:
+            detail = f"{self.name}: not started"
+        elif self._error is not None:
+            detail = f"{self.name}: the player failed ({_one_line(self._error)}); see the log"
+        else:
+            detail = (
+                f"{self.name}: no sound device, paced at {self.sample_rate} Hz, {self._priority}"
+            )
         return OutputStatus(
             name=self.name,
-            ok=running,
-            detail=(
-                f"{self.name}: no sound device, paced at {self.sample_rate} Hz, {self._priority}"
-                if running
-                else f"{self.name}: not started"
-            ),
+            ok=running and self._error is None,
+            detail=detail,
             last_callback_ns=self._last_ns,
             underruns=self._underruns,
             restarts=0,
@@ -215,7 +220,13 @@ class NullOutput:
             self._last_ns = time.monotonic_ns()
             if self._marks is not None:
                 self._marks.count = 0
-            render(buf)
+            try:
+                render(buf)
+            except Exception as exc:  # a player bug: keep pacing silence, say so once
+                if self._error is None:
+                    log.exception("%s: render failed; playing silence", self.name)
+                self._error = exc
+                buf.fill(0.0)
             self._block_done(buf)
             if self.speed == 0:
                 continue
