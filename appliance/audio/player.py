@@ -270,8 +270,10 @@ class Player:
         self._up = (np.arange(1, f + 1, dtype=np.float64) / f).astype(np.float32)
         self._down = (1.0 - np.arange(1, f + 1, dtype=np.float64) / f).astype(np.float32)
         self._down[-1] = 0.0
-        self._index = np.arange(1, max_block + 1, dtype=np.float32)
-        self._scratch = np.zeros(max_block, dtype=np.float32)
+        # A gain ramp lasts `fade` frames, so these never need to be longer than that.
+        ramp_len = max(max_block, f)
+        self._index = np.arange(1, ramp_len + 1, dtype=np.float32)
+        self._scratch = np.zeros(ramp_len, dtype=np.float32)
         self.marks = BlockMarks()
         self._requests: collections.deque[tuple[str, Any, Any]] = collections.deque()
         self._events: collections.deque[tuple[str, Any]] = collections.deque()
