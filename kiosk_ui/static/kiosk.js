@@ -46,7 +46,14 @@
   let frames = 0;
   let freeDraft = "";
 
+  /* The longest wait between reconnection tries (the daemon restarts in well under a minute). */
+  const MAX_RETRY_MS = 10000;
+  /* How long the finished state stays on screen before the bar goes. */
+  const FINISHED_MS = 1500;
+
   const $ = (id) => document.getElementById(id);
+  /* Text from a pack (a recording's title, a visitor's words) gets the lang of its script. */
+  const scriptLang = (value) => (/[\u3400-\u9fff\uf900-\ufaff]/.test(value || "") ? "zh-Hans" : "en");
   const other = (l) => (l === "zh" ? "en" : "zh");
   const text = (key, l = lang, vars = {}) =>
     T[key][l === "zh" ? 0 : 1].replace(/\{(\w+)\}/g, (_, k) => String(vars[k] ?? ""));
@@ -67,6 +74,18 @@
     }
   }
   const bilingualKey = (el, key, vars) => bilingual(el, text(key, "zh", vars), text(key, "en", vars));
+
+  /* Both languages in one run of text ("原声 · Original recording"), the chosen one first. */
+  function bilingualInline(el, key) {
+    el.replaceChildren();
+    [lang, other(lang)].forEach((l, i) => {
+      if (i) el.append(" · ");
+      const span = document.createElement("span");
+      span.lang = LANG_TAG[l];
+      span.textContent = text(key, l);
+      el.append(span);
+    });
+  }
 
   /* One language only, with its lang attribute (falls back to the other one). */
   function oneLanguage(el, zh, en) {
@@ -220,14 +239,19 @@
       label.className = "label";
       const title = document.createElement("span");
       title.className = "archival-name";
+      title.lang = scriptLang(a.title);
       title.textContent = a.title;
+      const length = formatSeconds(a.seconds);
+      if (length) {
+        const span = document.createElement("span");
+        span.className = "length";
+        span.textContent = length;
+        title.append(span);
+      }
       const badge = document.createElement("span");
       badge.className = "badge";
-      badge.lang = LANG_TAG[lang];
-      const length = formatSeconds(a.seconds);
-      badge.textContent = `${text("original", lang)} · ${text("original", other(lang))}` +
-        (length ? ` · ${length}` : "");
-      label.append(title, document.createElement("br"), badge);
+      bilingualInline(badge, "original");
+      label.append(title, badge);
       button.append(label);
       button.addEventListener("click", () => play(button, { voice: v.id, archival: a.id }));
       archival.append(button);
@@ -341,7 +365,7 @@
       render();
     } catch (_) {
       setTimeout(loadVoices, voicesRetry);
-      voicesRetry = Math.min(voicesRetry * 2, 30000);
+      voicesRetry = Math.min(voicesRetry * 2, MAX_RETRY_MS);
     }
   }
 
@@ -369,11 +393,15 @@
       if (playing && data.utterance !== playing.utterance) return;
       progress.running = false;
       clearTimeout(hideTimer);
+      if (playing) {
+        playing.state = "finished";
+        progress.position = progress.seconds || 0;
+      }
       hideTimer = setTimeout(() => {
         playing = null;
         markPlaying();
         renderNowPlaying();
-      }, 700);
+      }, FINISHED_MS);
       return;
     }
     clearTimeout(hideTimer);
@@ -446,11 +474,11 @@
         oneLanguage(label, playing.label_zh || phrase?.label_zh, playing.label_en || phrase?.label_en);
       } else if (playing.archival) {
         const item = voice?.archival?.find((a) => a.id === playing.archival);
-        label.removeAttribute("lang");
         label.textContent = playing.title || item?.title || playing.archival;
+        label.lang = scriptLang(label.textContent);
       } else {
-        label.removeAttribute("lang");
         label.textContent = playing.text ? `“${playing.text}”` : "";
+        label.lang = scriptLang(playing.text);
       }
       bilingualKey($("stop-label"), "stop");
       $("stop").setAttribute("aria-label", `${text("stop", "zh")} / ${text("stop", "en")}`);
@@ -511,7 +539,7 @@
       clearTimeout(offlineTimer);
       offlineTimer = setTimeout(() => setNotice("offline", true, "reconnecting"), 3000);
       setTimeout(connect, retry);
-      retry = Math.min(retry * 2, 30000);
+      retry = Math.min(retry * 2, MAX_RETRY_MS);
     });
     for (const name of ["synthesizing", "playing", "progress", "finished"]) {
       source.addEventListener(name, (event) => onPlayer(name, JSON.parse(event.data)));
@@ -556,8 +584,7 @@
         figure.append(iconEl("i-person"));
       }
       const caption = document.createElement("figcaption");
-      caption.lang = "zh-Hans";
-      caption.textContent = voiceName(v, "zh");
+      bilingual(caption, voiceName(v, "zh"), voiceName(v, "en"));
       figure.append(caption);
       holder.append(figure);
     }
