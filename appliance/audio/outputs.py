@@ -508,9 +508,18 @@ class SoundDeviceOutput:
             sd._terminate()
             sd._initialize()
         device = self.device
-        info = sd.query_devices(device, kind="output") if device is not None else None
-        if info is None:
-            info = sd.query_devices(kind="output")
+        if device is None:
+            outputs = [d["name"] for d in sd.query_devices() if d["max_output_channels"] > 0]
+            if not outputs:
+                raise ValueError("the system lists no sound output at all")
+            try:
+                info = sd.query_devices(kind="output")
+            except sd.PortAudioError as exc:
+                raise ValueError(
+                    f"no default sound output; devices there: {', '.join(outputs)}"
+                ) from exc
+        else:
+            info = sd.query_devices(device, kind="output")
         channels = 1 if info["max_output_channels"] >= 1 else 0
         if channels == 0:
             raise ValueError(f"{info['name']!r} has no output channels")
