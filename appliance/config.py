@@ -55,7 +55,7 @@ _ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 _TIME = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])")
 _PIN_DIGITS = re.compile(r"[0-9]{4,12}")
 _PIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
-_EVDEV_CODE = re.compile(r"(KEY|BTN)_[A-Z0-9_]{1,32}")
+_EVDEV_CODE = re.compile(r"(KEY|BTN)_[A-Z0-9_]{1,32}|ABS_[A-Z0-9_]{1,32}[+-]")
 
 
 # --------------------------------------------------------------------------- dataclasses
@@ -543,6 +543,10 @@ def _web(t: _Table) -> WebConfig:
     return WebConfig(host=host, port=port, pin=pin, allow_remote_tech=remote)
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 def _bad() -> Any:
     raise ValueError
 
@@ -605,7 +609,7 @@ def _button(t: _Table, number: int) -> ButtonConfig | None:
     code = t.take(
         "code",
         None,
-        'a key code name such as "KEY_A" or "BTN_TRIGGER"',
+        'a key code name such as "KEY_A" or "BTN_TRIGGER", or a stick direction like "ABS_X-"',
         lambda v: v if isinstance(v, str) and _EVDEV_CODE.fullmatch(v) else _bad(),
     )
     key = t.take(
@@ -638,11 +642,16 @@ def _button(t: _Table, number: int) -> ButtonConfig | None:
         for k in needs[source]:
             if given[k] is None and k not in t.raw:
                 t.issues.append(
-                    ConfigIssue(t.key_path(k), f"a value (a {source} button needs it)", "nothing")
+                    ConfigIssue(
+                        t.key_path(k),
+                        f"a value ({_article(source)} {source} button needs it)",
+                        "nothing",
+                    )
                 )
         for k, v in given.items():
             if v is not None and k not in needs[source]:
-                t.error(k, f"no {k} on a {source} button (it takes {', '.join(needs[source])})", v)
+                takes = ", ".join(needs[source])
+                t.error(k, f"no {k} on {_article(source)} {source} button (it takes {takes})", v)
         if led is not None and source not in ("gpio", "jetson"):
             t.error("led", "an LED only on a gpio or jetson button", led)
     if "phrase" not in t.raw and "archival" not in t.raw:
@@ -756,12 +765,10 @@ def _schedule(t: _Table) -> ScheduleConfig:
         start = e.required("from", 'a time "HH:MM" (24-hour)', _time)
         end = e.required("to", 'a time "HH:MM" (24-hour)', _time)
         e.finish()
-        if start is not None and end is not None and end <= start:
-            e.error(
-                "to",
-                f"a time later than from ({start:%H:%M}); split a span past midnight",
-                entry["to"],
-            )
+        if start is not None and end is not None and end == start:
+            # `to` before `from` is a span past midnight (20:00-02:00), which the
+            # schedule handles; an empty span is a mistake.
+            e.error("to", f"a time other than from ({start:%H:%M})", entry["to"])
         if len(t.issues) == before:
             periods.append(OpenPeriod(days=days, start=start, end=end))
     dim = t.boolean("dim_when_closed", d.dim_when_closed)
