@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,8 @@ from kiosk_build.precache import INDEX_FILE
 from appliance.cli import main
 from appliance.phrase_cache import read_index
 from devtools import sample_packs
+from engines.voice import Voice
+from engines.voice_folder import read_config
 from provisioning.provision import Provisioner, box_trust
 from provisioning.state import State
 
@@ -282,3 +288,153 @@ def test_kiosk_build_usage(box, tmp_path, capsys) -> None:
     assert "no installed voice 'nobody'" in capsys.readouterr().err
     assert main(["build", "--all", "--state", str(tmp_path / "empty")]) == 0
     assert "no voices installed" in capsys.readouterr().out
+
+
+# --- crash test ---------------------------------------------------------------------------------
+
+SERVER = r"""
+import os, sys
+import torch
+torch.set_num_threads(1)
+from engines.voice import Voice
+from kiosk_build.precache import precache
+from kiosk_build.provenance import BoxSigner
+from provisioning.precache_jobs import precache_jobs
+from provisioning.state import State
+state = State(sys.argv[1])
+active = state.active(sys.argv[2])
+jobs = precache_jobs(active.pack, active.manifest, active.manifest_sha256, active.voice_folder,
+                     max_new_tokens=int(sys.argv[3]))
+signer = BoxSigner.ensure(state.root / "provenance")
+voice = Voice.load(active.voice_folder, backend="torch-eager")
+print("ready", flush=True)
+for line in sys.stdin:
+    pid = os.fork()
+    if pid == 0:
+        precache(voice, jobs, active.phrases, target_lufs=float(line), signer=signer,
+                 progress=False)
+        os._exit(0)
+    print(pid, flush=True)
+    sys.stdin.readline()  # "reap": the pid stays ours (a zombie) until the test has killed it
+    _, status = os.waitpid(pid, 0)
+    print(status, flush=True)
+"""
+
+
+def consistent(state: Path) -> dict[str, Any]:
+    """The active version is whole and its phrases/ lists only whole, hash-correct files."""
+    active = State(state).active(VOICE)
+    assert active is not None
+    config = read_config(active.voice_folder)
+    for name, sha in (("gpt.ckpt", config.gpt_sha256), ("sovits.pth", config.sovits_sha256),
+                      ("prompt.npz", config.prompt_sha256)):  # fmt: skip
+        assert precache_mod.file_sha256(active.voice_folder / name) == sha, name
+    parsed = read_index(active.phrases)  # the daemon can read it at every moment
+    assert precache_mod.verify_index(active.phrases) == []
+    index = json.loads((active.phrases / INDEX_FILE).read_text())
+    assert parsed.target_lufs == index["target_lufs"]
+    for item in index["items"]:  # every listed file was made for the listed target
+        assert abs(item["lufs"] - index["target_lufs"]) <= 1.0
+    return index
+
+
+def test_precache_killed_at_random_moments(box, tmp_path) -> None:
+    """SIGKILL during precache runs that switch the target: the active voice and its index
+    stay whole at every moment, and the next run finishes the job."""
+    state = copy_state(box, tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "-c", SERVER, str(state), VOICE, str(TOKENS)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert server.stdin is not None and server.stdout is not None
+    assert server.stdout.readline() == "ready\n"
+
+    def run(target: float, delay: float | None) -> int:
+        server.stdin.write(f"{target}\n")  # type: ignore[union-attr]
+        server.stdin.flush()  # type: ignore[union-attr]
+        pid = int(server.stdout.readline())  # type: ignore[union-attr]
+        if delay is not None:
+            time.sleep(delay)
+            os.kill(pid, signal.SIGKILL)
+        server.stdin.write("reap\n")  # type: ignore[union-attr]
+        server.stdin.flush()  # type: ignore[union-attr]
+        return int(server.stdout.readline())  # type: ignore[union-attr]
+
+    try:
+        start = time.perf_counter()
+        assert run(-20.0, None) == 0
+        full = time.perf_counter() - start
+        assert consistent(state)["target_lufs"] == -20.0
+        # Kill moments spread evenly over 0.95 of a run (every run remakes all five items,
+        # since each asks for the other target), in random order, with a run left to finish
+        # every sixth time.  A run's length is re-estimated from the runs that finish, so a
+        # busy or idle machine moves the moments with it.
+        rng = random.Random(5)
+        fractions = [0.95 * (k + 0.5) / 24 for k in range(24)]
+        rng.shuffle(fractions)
+        outcomes = {"killed": 0, "finished": 0, "partial": 0}
+        index = consistent(state)
+        runs = 0
+        while outcomes["killed"] < 22 and runs < 40:
+            target = -18.0 if index["target_lufs"] == -20.0 else -20.0
+            fraction = None if runs % 6 == 5 else fractions[runs % len(fractions)]
+            began = time.perf_counter()
+            status = run(target, None if fraction is None else fraction * full)
+            runs += 1
+            killed = os.WIFSIGNALED(status)
+            outcomes["killed" if killed else "finished"] += 1
+            index = consistent(state)
+            if not killed:
+                assert os.WEXITSTATUS(status) == 0
+                assert (index["target_lufs"], len(index["items"])) == (target, 5)
+                if fraction is None:
+                    full = 0.5 * full + 0.5 * (time.perf_counter() - began)
+            elif len(index["items"]) < 5:
+                outcomes["partial"] += 1
+        # the next run completes, and leaves nothing behind
+        final = -18.0 if index["target_lufs"] == -20.0 else -20.0
+        assert run(final, None) == 0
+        index = consistent(state)
+        assert (index["target_lufs"], len(index["items"])) == (final, 5)
+        phrases = State(state).active(VOICE).phrases  # type: ignore[union-attr]
+        assert set(phrase_files(phrases)) == {i["file"] for i in index["items"]} | {INDEX_FILE}
+        print(f"crash test: {runs} runs, one run {full:.1f} s; {outcomes}")
+        assert outcomes["killed"] >= 20 and outcomes["partial"] >= 10
+    finally:
+        server.kill()
+        server.wait()
+    with Voice.load(State(state).active(VOICE).voice_folder, backend="torch-eager") as voice:  # type: ignore[union-attr]
+        assert voice.voice_id == VOICE
+
+
+def test_a_killed_kiosk_build_resumes(box, tmp_path, capsys) -> None:
+    """The real command, killed once its first new file is in place; the next run finishes
+    and remakes only what was missing."""
+    state = copy_state(box, tmp_path)
+    phrases = State(state).active(VOICE).phrases  # type: ignore[union-attr]
+    first = json.loads((phrases / INDEX_FILE).read_text())["items"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "appliance.cli", "build", VOICE, "--state", str(state),
+         "--backend", "torch-eager", "--max-tokens", str(TOKENS), "--target-lufs", "-20"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            index = json.loads((phrases / INDEX_FILE).read_text())
+            if index["target_lufs"] == -20.0 and index["items"]:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the build finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        proc.kill()
+    index = consistent(state)
+    assert index["target_lufs"] == -20.0 and 1 <= len(index["items"]) < 5
+    assert all(i["key"] not in {f["key"] for f in first} for i in index["items"])
+    code, out = build(state, capsys, "--target-lufs", "-20")
+    assert code == 0 and f"5 cached ({5 - len(index['items'])} made)" in out, out
+    assert len(consistent(state)["items"]) == 5
