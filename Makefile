@@ -41,8 +41,11 @@ lint: venv
 compat: venv
 	$(VENV)/bin/kiosk compat-check tests/golden
 
+# The demo box: demo voices packed, signed and provisioned from a stand-in stick into
+# out/demo/, then `kiosk run` in the foreground (UI on http://127.0.0.1:8080; Ctrl-C
+# stops it). `kiosk demo --out DIR` still synthesises the demo sentences into WAVs.
 demo: venv
-	$(VENV)/bin/kiosk demo --out out/demo
+	$(PY) -m appliance.demo_box --out out/demo
 
 bench: venv
 	$(VENV)/bin/kiosk bench --json out/bench.json

@@ -71,6 +71,8 @@ PACK_VERSION = 1
 #: which never says "end" by itself (see `provision`).
 DEMO_PHRASE_TOKENS = 75
 KEY_NAME = "demo"
+#: The demo's technician PIN (a museum's box sets its own in /etc/kiosk/kiosk.toml).
+DEMO_PIN = "1234"
 #: The keys `make demo` gives the voices (typed in the terminal running `kiosk run`).
 KEYBOARD_BUTTONS = (
     ("1", CURATED_ID, "phrase", "welcome"),
@@ -471,6 +473,9 @@ def demo_config(box: DemoBox, output: str, backend: str) -> str:
         "# Every key not set here keeps its default (appliance/kiosk.example.toml lists them).",
         f'state_dir = "{box.state.resolve()}"',
         "",
+        "[web]",
+        f'pin = "{DEMO_PIN}"  # the technician page, /tech',
+        "",
         "[audio]",
         f'output = "{output}"  # "default" when a sound card is found, else "null"',
         "",
@@ -590,17 +595,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         box = set_up(Path(args.out), output=args.output, backend=args.backend)
-    except DemoSetupError as exc:
+    except (ValueError, OSError) as exc:  # DemoSetupError, a refused input, a full disk
         print(f"make demo: {exc}", file=sys.stderr)
         return 2
     if args.setup_only:
         return 0
-    kiosk = Path(sys.executable).with_name("kiosk")
-    command = [str(kiosk), "run", "--config", str(box.config)]
-    print(f"starting: {' '.join(command)}  (UI: http://127.0.0.1:8080, Ctrl-C stops it)")
-    sys.stdout.flush()
-    os.execv(command[0], command)  # the daemon in the foreground: Ctrl-C reaches it directly
-    return 0  # not reached
+    command = ["kiosk", "run", "--config", str(box.config)]
+    keys = ", ".join(f"{key} {voice}/{item}" for key, voice, _kind, item in KEYBOARD_BUTTONS)
+    print(
+        f"\nstarting: {' '.join(command)}\n"
+        "  touch UI:    http://127.0.0.1:8080  (open it in a browser)\n"
+        f"  technician:  http://127.0.0.1:8080/tech  (PIN {DEMO_PIN})\n"
+        f"  buttons:     keys in this terminal: {keys}\n"
+        "  Ctrl-C stops it; `make demo` again starts it in seconds.\n",
+        flush=True,
+    )
+    # `kiosk run` in this process (torch and the engine are imported already): the
+    # daemon in the foreground, Ctrl-C stops it.
+    from appliance.cli import main as kiosk
+
+    return kiosk(command[1:])
 
 
 if __name__ == "__main__":
