@@ -134,12 +134,13 @@ def create_app(kiosk: Kiosk) -> Flask:
     @app.post("/api/play")
     def play() -> tuple[Response, int]:
         data = _body("voice", optional=("phrase", "archival"))
-        number = kiosk.play(
+        number = kiosk.web_play(
             _str_field(data, "voice") or "",
             _str_field(data, "phrase"),
             _str_field(data, "archival"),
             source="web",
         )
+        # None: the same item was tapped twice within the cooldown (one press)
         return jsonify(utterance=number), 202
 
     @app.post("/api/say")

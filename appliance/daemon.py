@@ -65,13 +65,13 @@ AUDIO_STALL_SECONDS = 5.0
 #: Free-text requests waiting for the synthesis worker at most.
 SAY_QUEUE = 4
 FREE_TEXT_DIR = "cache/free-text"
-#: The box's C2PA signing identity (kiosk_build.provenance), under the state folder.
-PROVENANCE_DIR = "provenance"
 #: Environment variable of the development-only fault injection (see `FAULTS`).
 FAULT_ENV = "KIOSK_FAULT"
 #: `synthesis-hang`: the synthesis worker blocks before its first chunk (what a hung
 #: model does), so tests can see the watchdog pings stop.
 FAULTS = ("synthesis-hang",)
+#: Development-only: a cap on semantic tokens per free-text segment (see `Kiosk`).
+MAX_TOKENS_ENV = "KIOSK_FREE_TEXT_MAX_TOKENS"
 
 
 class KioskError(ValueError):
@@ -166,6 +166,17 @@ class _SayJob:
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "")
+    if not value:
+        return None
+    if not value.isdigit() or int(value) <= 0:
+        log.warning("%s=%r is not a positive number; ignored", name, value)
+        return None
+    log.warning("%s=%s: development-only setting is ON", name, value)
+    return int(value)
+
+
 def _faults() -> set[str]:
     wanted = {f for f in os.environ.get(FAULT_ENV, "").split(",") if f}
     unknown = wanted - set(FAULTS)
@@ -193,8 +204,12 @@ class Kiosk:
         config_path: Path | None = None,
         notifier: Notifier | None = None,
         log_tail: LogTail | None = None,
+        free_text_max_tokens: int | None = None,
     ) -> None:
         self.config = config
+        #: Cap on semantic tokens per segment of free text (development: the untrained
+        #: sample voices never stop on their own); None: the voice's own caps.
+        self.free_text_max_tokens = free_text_max_tokens or _env_int(MAX_TOKENS_ENV)
         self.config_path = config_path
         self.notifier = notifier or Notifier()
         self.tail = log_tail
@@ -406,26 +421,24 @@ class Kiosk:
 
     def _precache(self, entry: VoiceEntry) -> None:
         """A version without cached phrases (installed by an older firmware, or a cache
-        that was deleted): the build step's precache makes them now, into the version's
-        `phrases/` (crash-safe per item), before the kiosk says READY."""
-        from kiosk_build.precache import precache
-        from kiosk_build.provenance import BoxSigner
-
-        from provisioning.precache_jobs import precache_jobs
+        that was deleted): the build step makes them now (what `kiosk provision` does
+        before activating a version), before the kiosk says READY."""
+        from appliance.say import export_on_demand
+        from provisioning.precache_jobs import BuildSettings, build_version
+        from provisioning.provision import box_helpers
 
         active = entry.installed
         self._status(f"caching the phrases of {entry.id} v{entry.version} (first start)")
-        jobs = precache_jobs(
-            active.pack, active.manifest, active.manifest_sha256, active.voice_folder
+        line, _changed = build_version(
+            self.state.root,
+            active.folder,
+            active.manifest,
+            active.manifest_sha256,
+            settings=BuildSettings(backend=self.config.provisioning.backend, progress=False),
+            helpers=box_helpers(self.state),
+            export=export_on_demand,
         )
-        signer = BoxSigner.ensure(self.state.root / PROVENANCE_DIR)
-        precache(
-            lambda: self._load_engine_voice(active, warm=False),
-            jobs,
-            entry.phrases_dir,
-            signer=signer,
-            progress=False,
-        )
+        log.info("voice %s v%d: %s", entry.id, entry.version, line)
 
     def _close_voice(self, voice: Any, *, wait: bool) -> None:
         """Free a voice's models; one still speaking is closed when it has finished."""
@@ -691,7 +704,10 @@ class Kiosk:
         voice = job.entry.voice
         if voice is None:
             raise RuntimeError("the voice was unloaded")
-        key = voice.phrase_key(job.text)
+        options = voice.options()
+        if self.free_text_max_tokens:
+            options = replace(options, max_new_tokens=self.free_text_max_tokens)
+        key = voice.phrase_key(job.text, options=options)
         info = self._info(job.utterance, job.entry, "text", "", 0.0)
         info["kind"] = "synthetic"
         info["text"] = job.text
@@ -716,7 +732,7 @@ class Kiosk:
             threading.Event().wait()
         stream = self._open_stream_clip(info, job)
         pieces: list[np.ndarray] = []
-        chunks = voice.stream(job.text, streaming=StreamSettings())
+        chunks = voice.stream(job.text, options=options, streaming=StreamSettings())
         try:
             for chunk in chunks:
                 self._synthesis_beat.beat()
@@ -951,8 +967,12 @@ class Kiosk:
                 when_playing=action.when_playing,
             )
         except UnavailableError as exc:
+            if action.source in ("web", "tech"):
+                raise  # the HTTP handler answers with the reason
             log.info("%s: %s", action.button or action.source, exc)
         except KioskError as exc:
+            if action.source in ("web", "tech"):
+                raise
             log.warning("%s: %s", action.button or action.source, exc)
             self._error("inputs", f"{action.button}: {exc}")
         return None

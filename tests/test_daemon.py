@@ -1,0 +1,233 @@
+"""`kiosk run` end to end: the real daemon as a subprocess, a real unix datagram socket as
+$NOTIFY_SOCKET, the capture sink, gpiozero mock pins and evdev events driven inside the
+daemon (appliance.dev_control), SIGHUP, SIGTERM, a hung synthesis, bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from daemon_harness import REPO, SECOND_VOICE, VOICE, Box, Daemon, NotifyListener, provision
+
+from appliance.phrase_cache import PhraseCache, read_index
+from devtools.daemon_process import expected_capture
+
+BUTTONS = f"""
+[[button]]
+name = "welcome"
+source = "gpio"
+pin = 17
+voice = "{VOICE}"
+phrase = "welcome"
+
+[[button]]
+name = "interview"
+source = "evdev"
+device = "Test encoder"
+code = "KEY_A"
+voice = "{VOICE}"
+archival = "interview"
+"""
+
+
+def cached(state: Path, kind: str, item: str, rate: int = 48000) -> np.ndarray:
+    """What the phrase cache holds for an item (read the way the daemon reads it)."""
+    cache = PhraseCache(rate, 64 << 20)
+    cache.add_version(VOICE, 1, state / "voices" / VOICE / "1" / "phrases")
+    return cache.samples(VOICE, kind, item)
+
+
+def assert_plays_exactly(daemon: Daemon, files_before: int, samples: np.ndarray) -> None:
+    want = expected_capture(samples)
+    files = daemon.captured(files_before + 1)
+    got, rate = soundfile.read(str(files[files_before]), dtype="float32")
+    assert rate == 48000
+    np.testing.assert_array_equal(got[: want.size], want)
+    assert got.size >= want.size and not np.any(got[want.size :])
+
+
+@pytest.fixture(scope="module")
+def daemon(kiosk_box: Box, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One daemon for the module's tests (in order), with a phrase file damaged before start."""
+    d = Daemon(kiosk_box, tmp_path_factory.mktemp("e2e"), buttons=BUTTONS)
+    index = read_index(d.state / "voices" / VOICE / "1" / "phrases")
+    song = next(i for i in index.items if i.id == "song")
+    data = bytearray(song.path.read_bytes())
+    data[len(data) // 2] ^= 0x55
+    song.path.write_bytes(bytes(data))
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def test_ready_status_and_watchdog_pings(daemon: Daemon) -> None:
+    assert daemon.notify is not None
+    status = daemon.wait_ready()
+    assert "1 voice(s) on torch-eager" in status and "DEGRADED" in status
+    lines = daemon.notify.lines()
+    ready = lines.index("READY=1")
+    assert f"MAINPID={daemon.proc.pid}" in lines
+    assert not any(line == "WATCHDOG=1" for line in lines[:ready])  # no pings before READY
+    since = time.monotonic()
+    daemon.notify.wait_for("WATCHDOG=1", 4.0, since)
+    time.sleep(3.0)
+    pings = sum(1 for line in daemon.notify.lines(since) if line == "WATCHDOG=1")
+    assert pings >= 2  # every third of the 4 s watchdog timeout
+
+
+def test_damaged_cache_file_and_unplugged_encoder_are_clear_and_the_rest_works(
+    daemon: Daemon,
+) -> None:
+    health = daemon.get("/health")
+    assert health["status"] == "degraded"
+    text = " ".join(health["problems"])
+    assert "song" in text and "damaged" in text
+    assert "Test encoder" in text and "not found" in text
+    voices = daemon.get("/api/voices")["voices"]
+    assert [p["seconds"] is None for p in voices[0]["phrases"] if p["id"] == "song"] == [True]
+    status, body = daemon.post("/api/play", {"voice": VOICE, "phrase": "song"})
+    assert status == 404 and "song" in body["error"]
+
+
+def test_gpio_press_plays_the_cached_phrase_exactly(daemon: Daemon) -> None:
+    before = len(daemon.captured(0))
+    daemon.press_gpio(17)
+    assert_plays_exactly(daemon, before, cached(daemon.state, "synthetic", "welcome"))
+    last = daemon.get("/health")["last_press"]
+    assert last["source"] == "gpio" and last["button"] == "welcome"
+
+
+def test_evdev_event_plays_the_mapped_recording_exactly(daemon: Daemon) -> None:
+    time.sleep(0.4)  # past the previous press's cooldown
+    before = len(daemon.captured(0))
+    daemon.control({"evdev": "Test encoder", "type": "EV_KEY", "code": "KEY_A", "value": 1})
+    daemon.control({"evdev": "Test encoder", "type": "EV_KEY", "code": "KEY_A", "value": 0})
+    assert_plays_exactly(daemon, before, cached(daemon.state, "archival", "interview"))
+    assert daemon.get("/health")["last_press"]["source"] == "evdev"
+
+
+def read_events(url: str, count: int, out: list[tuple[str, dict]], ready: threading.Event) -> None:
+    with urllib.request.urlopen(url, timeout=30) as stream:
+        name = None
+        for raw in stream:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: ") and name:
+                out.append((name, json.loads(line[6:])))
+                if name == "status":
+                    ready.set()
+                if sum(1 for n, _ in out if n == "finished") >= count:
+                    return
+
+
+def test_events_stream_says_what_plays(daemon: Daemon) -> None:
+    events: list[tuple[str, dict]] = []
+    ready = threading.Event()
+    reader = threading.Thread(
+        target=read_events, args=(daemon.url + "/api/events", 1, events, ready), daemon=True
+    )
+    reader.start()
+    assert ready.wait(10)
+    status, body = daemon.post("/api/play", {"voice": VOICE, "phrase": "welcome"})
+    assert status == 202
+    reader.join(30)
+    names = [n for n, _ in events]
+    assert names[0] == "status" and "playing" in names and names[-1] == "finished"
+    playing = next(d for n, d in events if n == "playing")
+    assert playing["utterance"] == body["utterance"] and playing["phrase"] == "welcome"
+    assert playing["kind"] == "synthetic" and playing["disclosure"]["en"]
+    assert playing["label_en"] == "Welcome" and playing["seconds"] > 0
+    assert events[-1][1]["reason"] == "done"
+
+
+def test_sighup_picks_up_a_new_voice_and_keeps_the_old_config_when_the_new_is_bad(
+    daemon: Daemon, kiosk_box: Box
+) -> None:
+    assert daemon.notify is not None
+    good = daemon.config_path.read_text(encoding="utf-8")
+    daemon.config_path.write_text(good + "\n[audio]\nvolume = 7\n", encoding="utf-8")
+    since = time.monotonic()
+    # provisioning a pack SIGHUPs the daemon named in <state>/kioskd.pid, as on a box
+    provision(daemon.work, kiosk_box.keys, [kiosk_box.second_pack])
+    daemon.notify.wait_for("RELOADING=1", 20, since)
+    daemon.wait_until(
+        lambda: SECOND_VOICE in {v["id"] for v in daemon.get("/api/voices")["voices"]},
+        60,
+        "the new voice listed",
+    )
+    health = daemon.get("/health")
+    assert any("config not reloaded" in p for p in health["problems"])
+    assert health["reloads"] >= 1
+    status, body = daemon.post("/api/say", {"voice": SECOND_VOICE, "text": "你好"})
+    assert status == 403 and "curated" in body["error"] and "listed phrases" in body["error"]
+    before = len(daemon.captured(0))
+    assert daemon.post("/api/play", {"voice": SECOND_VOICE, "phrase": "welcome"})[0] == 202
+    daemon.captured(before + 1)
+    daemon.config_path.write_text(good, encoding="utf-8")
+
+
+def test_sigterm_stops_cleanly_within_5_seconds(daemon: Daemon) -> None:
+    assert daemon.notify is not None and daemon.proc is not None
+    start = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    code = daemon.proc.wait(10)
+    assert time.monotonic() - start < 5.0 and code == 0
+    assert "STOPPING=1" in daemon.notify.lines()
+    assert not (daemon.state / "kioskd.pid").exists()
+
+
+def test_hung_synthesis_stops_the_watchdog_pings(kiosk_box: Box, tmp_path: Path) -> None:
+    d = Daemon(
+        kiosk_box, tmp_path / "hang", env={"KIOSK_FAULT": "synthesis-hang"}, watchdog_seconds=2.0
+    ).start()
+    try:
+        assert d.notify is not None
+        d.notify.wait_for("WATCHDOG=1", 3.0)
+        assert d.post("/api/say", {"voice": VOICE, "text": "你好"})[0] == 202
+        stuck = d.notify.wait_for("STATUS=STUCK", 8.0)
+        assert "synthesis" in stuck
+        after = time.monotonic()
+        time.sleep(2.5)  # longer than the watchdog timeout: systemd would restart now
+        assert "WATCHDOG=1" not in d.notify.lines(after)
+        assert d.get("/health")["status"] == "degraded"  # the web still answers
+    finally:
+        assert d.stop(timeout=6) == 0
+
+
+def test_bad_config_exits_with_a_clear_status(tmp_path: Path) -> None:
+    config = tmp_path / "kiosk.toml"
+    config.write_text('[audio]\nvolum = 0.5\n[web]\nport = "x"\n', encoding="utf-8")
+    listener = NotifyListener(tmp_path / "notify.sock")
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "appliance.cli", "run", "--config", str(config)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={
+                "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
+                "PATH": "/usr/bin:/bin",
+                "KIOSK_STATE_DIR": str(tmp_path / "state"),
+            },
+        )
+        status = listener.wait_for("STATUS=", 5)
+    finally:
+        listener.close()
+    assert run.returncode == 78
+    assert "config error" in status and "kiosk.toml" in status
+    assert "volum" in run.stderr and "port" in run.stderr
+    assert "Traceback" not in run.stderr
