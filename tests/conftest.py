@@ -56,3 +56,8 @@ def demo_voice(demo_voice_files):
         timbre=timbre,
     )
     return models, prompt
+
+
+# The daemon's end-to-end fixtures (a provisioned box, `kiosk run` as a subprocess),
+# registered here once so every test module shares one box per session.
+from daemon_harness import kiosk_box, kiosk_daemon  # noqa: E402, F401
