@@ -8,6 +8,8 @@ does is in `appliance.daemon.run_daemon`.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,9 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from appliance.daemon import run_daemon
 
-    return run_daemon(
+    code = run_daemon(
         Path(args.config) if args.config else None, verbose=bool(getattr(args, "verbose", False))
     )
+    # Everything is closed and flushed by now; the interpreter's own teardown (torch,
+    # thread pools, module finalisers) takes seconds on a small board and would push
+    # the stop past systemd's TimeoutStopSec, so the process ends here.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

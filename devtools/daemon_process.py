@@ -175,6 +175,11 @@ class NotifyListener:
         with self._lock:
             return [line for t, m in self.messages if t >= since for line in m.splitlines()]
 
+    def raw(self) -> list[str]:
+        """Every message received, whole."""
+        with self._lock:
+            return [m for _t, m in self.messages]
+
     def wait_for(self, prefix: str, timeout: float, since: float = 0.0) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -270,11 +275,14 @@ class Daemon:
         return self
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> str:
+        """Wait for READY=1; returns the STATUS= line sent with it."""
         assert self.notify is not None and self.proc is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(line == "READY=1" for line in self.notify.lines()):
-                return self.notify.wait_for("STATUS=", 1.0)
+            for message in self.notify.raw():
+                lines = message.splitlines()
+                if "READY=1" in lines:
+                    return next((line for line in lines if line.startswith("STATUS=")), "")
             if self.proc.poll() is not None:
                 raise AssertionError(f"kiosk run exited ({self.proc.returncode}):\n{self.log()}")
             time.sleep(0.1)
