@@ -1,5 +1,5 @@
-"""The workstation's pack commands: `kiosk keygen`, `pack`, `pack-base`, `sign`, `revoke`,
-`verify`.
+"""The workstation's pack commands: `kiosk keygen`, `pack`, `pack-base`, `review`, `sign`,
+`revoke`, `verify`.
 
 Argument parsing only; the work is in `provisioning/`.  Names and flags are an
 interface the acceptance checks and other tools drive: keep them.
@@ -149,6 +149,48 @@ def run_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_review_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pack", metavar="PACK", help="a .kvp folder or its .tar (signed or not)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="writes DIR/index.html")
+    parser.add_argument(
+        "--backend",
+        default="torch-eager",
+        choices=("auto", "torch-eager", "onnxruntime", "torch-cuda", "tensorrt"),
+        help="runtime the phrases are said on (default torch-eager, as the box's reference)",
+    )
+    parser.add_argument(
+        "--trust",
+        metavar="PUB_OR_DIR",
+        help="check a signature, if the pack has one, against these keys",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        metavar="N",
+        help="cap each segment at N semantic tokens (25 a second) for a quick draft",
+    )
+
+
+def run_review(args: argparse.Namespace) -> int:
+    from provisioning.review import render_review
+    from provisioning.signing import load_trust
+
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise ValueError(f"--max-tokens {args.max_tokens}: give a positive number")
+    review = render_review(
+        Path(args.pack),
+        Path(args.out),
+        backend=args.backend,
+        trust=load_trust(Path(args.trust)) if args.trust else None,
+        max_tokens=args.max_tokens,
+        progress=lambda line: print(line, flush=True),
+    )
+    print(f"review sheet: {review.index}")
+    for problem in review.problems:
+        print(f"problem: {problem}")
+    return 1 if review.problems else 0
+
+
 #: (command, help, add arguments, run)
 COMMANDS = (
     ("keygen", "make an Ed25519 signing key pair (NAME.key, NAME.pub)", add_keygen_arguments,
@@ -157,6 +199,8 @@ COMMANDS = (
      add_pack_arguments, run_pack),
     ("pack-base", "make an unsigned base pack carrying the shared BERT folder",
      add_pack_base_arguments, run_pack_base),
+    ("review", "say every phrase with the pack's voice into DIR with an index.html review "
+     "sheet", add_review_arguments, run_review),
     ("sign", "sign a pack, a base pack or a revocation list", add_sign_arguments, run_sign),
     ("revoke", "add a voice to a signed revocation list", add_revoke_arguments, run_revoke),
     ("verify", "check a pack or revocation list against trusted keys (exit 0 or 2)",
