@@ -27,7 +27,7 @@ from appliance.cli import main
 from appliance.phrase_cache import read_index
 from devtools import sample_packs
 from engines.voice import Voice
-from engines.voice_folder import read_config
+from engines.voice_folder import load_prompt, read_config
 from provisioning.provision import Provisioner, box_trust
 from provisioning.state import State
 
@@ -438,3 +438,62 @@ def test_a_killed_kiosk_build_resumes(box, tmp_path, capsys) -> None:
     code, out = build(state, capsys, "--target-lufs", "-20")
     assert code == 0 and f"5 cached ({5 - len(index['items'])} made)" in out, out
     assert len(consistent(state)["items"]) == 5
+
+
+# --- engines: the 8-bit check on the voice's own inputs -----------------------------------------
+
+
+def test_int8_check_runs_on_the_voices_own_prompt_and_phrases(box, tmp_path) -> None:
+    from kiosk_build.export_onnx import export_gpt
+    from kiosk_build.quantize_int8 import validate_int8
+    from kiosk_build.voice_build import _check_int8, build_engines, cases_digest, voice_cases
+
+    from engines.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from engines.voice_models import load_voice_models
+    from provisioning.precache_jobs import precache_jobs
+
+    active = State(box["state"]).active(VOICE)
+    assert active is not None
+    folder = active.voice_folder
+    jobs = precache_jobs(active.pack, active.manifest, active.manifest_sha256, folder)
+    features = [job.features or () for job in jobs.phrases]
+    cases = voice_cases(folder, features)
+    prompt = load_prompt(folder / "prompt.npz")
+    # a segment of each phrase in turn (the song has two), after the voice's own prompt
+    picked = [features[0][0], features[1][0], features[2][0], features[1][1]]
+    assert len(cases) == 4
+    for case, (ids, bert) in zip(cases, picked, strict=True):
+        n = prompt.phone_ids.numel()
+        assert case.phone_ids[:n].tolist() == prompt.phone_ids.tolist()
+        assert case.phone_ids[n:].tolist() == ids.tolist()
+        assert torch.equal(case.bert[:, n:], torch.from_numpy(bert))
+        assert torch.equal(case.prompt_tokens, prompt.semantic_tokens)
+
+    models = load_voice_models(folder / "gpt.ckpt", folder / "sovits.pth")
+    graphs = tmp_path / "graphs"
+    infos = export_gpt(models.gpt, graphs)  # the 2-layer GPT: prefill, decode, 8-bit decode
+    manifest = {"graphs": {name: info.as_json() for name, info in infos.items()}}
+    (graphs / "manifest.json").write_text(json.dumps(manifest))
+    loads = []
+
+    def loader():
+        loads.append(1)
+        return models
+
+    verdict = _check_int8(graphs, folder, features, loader, validate_int8)
+    assert verdict.startswith(("accepted", "rejected")) and loads == [1]
+    record = json.loads((graphs / "manifest.json").read_text())["graphs"]["gpt_decode_int8"]
+    check = record["validation"]
+    assert check["cases"] == f"voice:{cases_digest(cases)}"
+    assert "this voice's prompt and phrases" in check["detail"]
+    assert check["tokens_compared"] >= len(cases)
+    # the runtime follows the verdict recorded for this voice
+    precision = OnnxRuntimeBackend().decode_precision({"graphs": {"gpt_decode_int8": record}})
+    assert precision == ("int8" if check["passed"] else "fp32")
+    # checked once: a second build neither loads the models nor rewrites the manifest
+    stamp = (graphs / "manifest.json").stat().st_mtime_ns
+    again = _check_int8(graphs, folder, features, loader, validate_int8)
+    assert again.endswith("(checked before)") and loads == [1]
+    assert (graphs / "manifest.json").stat().st_mtime_ns == stamp
+    # torch-eager needs no engines at all
+    assert build_engines(folder, "torch-eager").line().startswith("engines for torch-eager: no")
