@@ -43,9 +43,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="skip the text-to-first-audio timing (needs a 1.3 GB BERT)",
     )
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    daemon = parser.add_argument_group("the daemon (instead of the backend table)")
+    daemon.add_argument(
+        "--daemon",
+        action="store_true",
+        help="press -> first sample of `kiosk run` (p50/p99 over --presses presses of a "
+        "cached phrase while free text is synthesised), on the tiny sample box",
+    )
+    daemon.add_argument("--presses", type=int, default=1000, help="presses for --daemon")
+    daemon.add_argument(
+        "--box", metavar="DIR", help="sample box folder for --daemon (built there if empty)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.daemon:
+        return run_daemon_bench(args)
     from devtools.benchmark import (
         BENCH_MODELS,
         VOICE_WORKLOAD,
@@ -117,3 +130,16 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.json, machine, records)
         print(f"figures written to {args.json}")
     return 0 if records else 1
+
+
+def run_daemon_bench(args: argparse.Namespace) -> int:
+    from devtools.daemon_bench import bench_daemon, format_result, write_json
+
+    if args.presses < 10:
+        raise ValueError("--presses: give at least 10")
+    result = bench_daemon(args.presses, box_dir=args.box)
+    print(format_result(result))
+    if args.json:
+        write_json(args.json, result)
+        print(f"figures written to {args.json}")
+    return 0 if result["exit_code"] == 0 and result["measured"] else 1

@@ -65,8 +65,7 @@ AUDIO_STALL_SECONDS = 5.0
 #: Free-text requests waiting for the synthesis worker at most.
 SAY_QUEUE = 4
 FREE_TEXT_DIR = "cache/free-text"
-#: Environment variable of the development-only fault injection (see `FAULTS`).
-FAULT_ENV = "KIOSK_FAULT"
+#: Development-only fault injection (`appliance.dev_control`):
 #: `synthesis-hang`: the synthesis worker blocks before its first chunk (what a hung
 #: model does), so tests can see the watchdog pings stop.
 FAULTS = ("synthesis-hang",)
@@ -177,23 +176,6 @@ def _env_int(name: str) -> int | None:
     return int(value)
 
 
-def _faults() -> set[str]:
-    wanted = {f for f in os.environ.get(FAULT_ENV, "").split(",") if f}
-    unknown = wanted - set(FAULTS)
-    if unknown:
-        log.warning(
-            "%s: unknown fault(s) %s ignored (known: %s)",
-            FAULT_ENV,
-            sorted(unknown),
-            ", ".join(FAULTS),
-        )
-    if wanted & set(FAULTS):
-        log.warning(
-            "%s=%s: development-only fault injection is ON", FAULT_ENV, ",".join(sorted(wanted))
-        )
-    return wanted & set(FAULTS)
-
-
 class Kiosk:
     """The daemon's facade (see the module docstring); make it, `start()`, `close()`."""
 
@@ -223,7 +205,8 @@ class Kiosk:
         self.now_playing: dict[str, Any] | None = None
         self.metrics = KioskMetrics()
         self.reloads = 0
-        self.faults = _faults()
+        #: Fault injection, switched on through the development control socket only.
+        self.faults: set[str] = set()
         self._numbers = itertools.count(1)
         self._lock = threading.RLock()
         self._reload_lock = threading.Lock()
@@ -1181,8 +1164,25 @@ class Kiosk:
                 "pings": self.supervisor.pings,
                 "stuck": stuck,
             },
+            "latency": self.latency(),
             "reloads": self.reloads,
             "config": self.config.source,
+        }
+
+    def latency(self) -> dict[str, Any]:
+        """Press (or request) to the first sample handed to the audio callback: p50 and
+        p99 of the last 2000 cached plays, and of free text's first audio, in ms."""
+
+        def ms(value: float | None) -> float | None:
+            return None if value is None else round(value * 1000, 2)
+
+        press, text = self.metrics.press_latency, self.metrics.first_audio
+        return {
+            "press_p50_ms": ms(press.percentile(50)),
+            "press_p99_ms": ms(press.percentile(99)),
+            "presses_measured": press.count,
+            "text_first_audio_p50_ms": ms(text.percentile(50)),
+            "texts_measured": text.count,
         }
 
     def _inputs_status(self) -> dict[str, Any]:

@@ -11,6 +11,8 @@ runs `kiosk run` as a subprocess cannot touch them from outside.  With
     {"evdev": "Arcade encoder", "type": "EV_KEY", "code": "KEY_A", "value": 1}
                                        an evdev InputEvent through that source's handler
     {"key": "a"}                       a key of the keyboard source
+    {"fault": "synthesis-hang"}        fault injection (`appliance.daemon.FAULTS`): the next
+                                       free-text synthesis hangs, as a stuck model would
 
 Real hardware is never driven: `gpio` works only on gpiozero's MockFactory.
 Without the variable (every box: the unit does not set it) nothing listens.
@@ -76,6 +78,14 @@ class DevControl:
             return self._gpio(cmd)
         if "evdev" in cmd:
             return self._evdev(cmd)
+        if "fault" in cmd:
+            from appliance.daemon import FAULTS
+
+            if cmd["fault"] not in FAULTS:
+                raise ValueError(f"unknown fault {cmd['fault']!r} (known: {', '.join(FAULTS)})")
+            self.kiosk.faults.add(cmd["fault"])
+            log.warning("fault injection: %s is ON", cmd["fault"])
+            return {}
         if "key" in cmd:
             source = self._source("keyboard", None)
             source.handle_key(str(cmd["key"]))
