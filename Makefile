@@ -50,6 +50,15 @@ demo: venv
 bench: venv
 	$(VENV)/bin/kiosk bench --json out/bench.json
 
+# The daemon: press -> first sample over 1000 presses while free text is synthesised
+# (`kiosk run` over the sample box, about 3 minutes), and the soak (10 000 presses).
+.PHONY: bench-daemon soak
+bench-daemon: venv
+	$(VENV)/bin/kiosk bench --daemon --json out/bench-daemon.json
+
+soak: venv
+	$(PY) -m devtools.soak --presses 10000 --json out/soak.json
+
 # Resident memory per backend for one and three voices loaded at once.
 bench-memory: venv
 	$(PY) -m devtools.memory_bench --json out/memory.json

@@ -1241,7 +1241,14 @@ class Kiosk:
         self.text_policy = TextPolicy(keep.free_text)
         if self.player is not None and new.audio.volume != old.audio.volume:
             self.set_volume(new.audio.volume)
-        self._restart_inputs()
+        if (new.buttons, new.gpio, new.audio.when_playing) != (
+            old.buttons,
+            old.gpio,
+            old.audio.when_playing,
+        ):
+            # Only then: a reload after provisioning must not reopen the pins and devices.
+            log.info("buttons changed: restarting the input sources")
+            self._restart_inputs()
 
     def rollback(self, voice: str) -> str:
         from provisioning.provision import rollback
