@@ -22,7 +22,7 @@ from kiosk_build.precache import (
     read_index,
 )
 from kiosk_build.provenance import BoxSigner
-from kiosk_build.voice_build import build_engines, engine_backend
+from kiosk_build.voice_build import build_engines
 
 from engines.voice import HelperModels, Voice
 from engines.voice_folder import read_config
@@ -131,14 +131,17 @@ def build_version(
         engine_dir=state_root / ENGINES_DIR,
     )
     signer = BoxSigner.ensure(state_root / PROVENANCE_DIR)
-    backend = engine_backend(settings.backend)
-    options = None
-    if backend == "tensorrt":
-        options = {"engine_dir": str(state_root / ENGINES_DIR), "voice": manifest.id}
+    # "auto" speaks on what auto picks at load time (the engines above are for that one);
+    # the TensorRT backend finds this voice's engines by these options.
+    options = {"engine_dir": str(state_root / ENGINES_DIR), "voice": manifest.id}
 
     def load() -> Voice:
         return Voice.load(
-            voice_folder, helpers=helpers, backend=backend, backend_options=options, export=export
+            voice_folder,
+            helpers=helpers,
+            backend=settings.backend,
+            backend_options=options,
+            export=export,
         )
 
     before = read_index(phrases)
