@@ -37,7 +37,8 @@ from provisioning.state import TRUSTED_KEYS, State
 HANZI = "欢迎来到博物馆这首歌是外婆年轻时候唱的我们一起听吧山水人家春天花开了"
 REF_TEXT = "欢迎来到博物馆。"
 VOICE_ID = "chen-ama"
-#: Health-check length for tests: a few tokens prove the voice speaks.
+#: Health-check and precache length for tests: a few tokens prove the voice speaks, and the
+#: untrained models never say EOS (uncapped, a phrase would run to the voice's own limit).
 HEALTH_TOKENS = 6
 
 PHRASES = """
@@ -256,6 +257,7 @@ def provision_box(
     *,
     backend: str = "torch-eager",
     health_tokens: int = HEALTH_TOKENS,
+    precache_tokens: int | None = HEALTH_TOKENS,
 ) -> SampleBox:
     """Copy `packs` onto a stand-in stick and provision them into `root/state` for real."""
     root = Path(root)
@@ -272,6 +274,7 @@ def provision_box(
         box_trust(config),
         backend=backend,
         health_tokens=health_tokens,
+        precache_tokens=precache_tokens,
         progress=lambda line: None,
     )
     items = provisioner.run(stick)
