@@ -60,6 +60,13 @@ def run_build(args: argparse.Namespace) -> int:
 
     if bool(args.id) == bool(args.all):
         raise BuildUsageError("give a voice ID or --all (one of them)")
+    if args.target_lufs is not None and not -40.0 <= args.target_lufs <= -6.0:
+        raise BuildUsageError(
+            f"--target-lufs {args.target_lufs:g}: choose a loudness from -40 to -6 LUFS "
+            "(speech in a gallery: -18 to -23)"
+        )
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise BuildUsageError("--max-tokens: at least 1 (or leave it out: the voice's own caps)")
     state = box_state(args)
     settings = BuildSettings(
         backend=args.backend,

@@ -24,10 +24,12 @@ from pathlib import Path
 import soundfile
 from kiosk_build.loudness import measure
 
+# `engines` first: it sets the OpenMP wait policy before torch is imported.
+from engines.threads import configure_torch  # isort: skip
+
 from devtools.demo_voice import reference_tone, write_demo_voice
 from devtools.sample_packs import BIO, HANZI, box_config_dir, consent_text, make_keys, tiny_png
 from devtools.tiny_helpers import write_tiny_helpers
-from engines.threads import configure_torch
 from engines.wav_io import write_wav
 from provisioning.pack_format import MANIFEST, SIGNATURE
 from provisioning.packing import PackRequest, make_pack

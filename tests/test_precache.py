@@ -280,12 +280,14 @@ def test_kiosk_build_rebuilds_nothing_then_only_what_changed(box, tmp_path, caps
     assert set(phrase_files(phrases)) == {i["file"] for i in index["items"]} | {INDEX_FILE}
 
 
-def test_kiosk_build_usage(box, tmp_path, capsys) -> None:
+def test_kiosk_build_usage(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert main(["build", "--state", str(tmp_path)]) == 2
     assert "give a voice ID or --all" in capsys.readouterr().err
     assert main(["build", "nobody", "--state", str(tmp_path)]) == 2
     assert "no installed voice 'nobody'" in capsys.readouterr().err
+    assert main(["build", VOICE, "--target-lufs", "3", "--state", str(tmp_path)]) == 2
+    assert "from -40 to -6 LUFS" in capsys.readouterr().err
     assert main(["build", "--all", "--state", str(tmp_path / "empty")]) == 0
     assert "no voices installed" in capsys.readouterr().out
 
