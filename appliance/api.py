@@ -191,12 +191,10 @@ def create_app(kiosk: Kiosk) -> Flask:
 
 
 def _register_extras(app: Flask, kiosk: Kiosk) -> None:
-    """The technician page's blueprint, when that part is installed."""
-    try:
-        from appliance.tech_api import tech  # type: ignore[attr-defined]
-    except ImportError:
-        return
-    app.register_blueprint(tech)
+    """The technician API and the pages (visitor screen, /tech) beside the kiosk's API."""
+    from appliance.tech_api import tech
     from appliance.web_pages import pages
+
+    app.register_blueprint(tech)
 
     app.register_blueprint(pages)

@@ -210,6 +210,7 @@ class Kiosk:
         self._numbers = itertools.count(1)
         self._lock = threading.RLock()
         self._reload_lock = threading.Lock()
+        self._reload_pending = threading.Event()
         self._say_queue: queue.Queue[_SayJob | None] = queue.Queue(SAY_QUEUE)
         self._current_say: _SayJob | None = None
         self._closing = threading.Event()
@@ -1199,28 +1200,33 @@ class Kiosk:
     # --- reload, rollback, remove --------------------------------------------------
 
     def reload(self) -> bool:
-        """SIGHUP: read the config file and the voices again; False when a reload was
-        already running (it picks up this change too) or the new config is wrong."""
+        """SIGHUP: read the config file and the voices again.  A SIGHUP during a reload
+        makes that reload run once more (it may have read the state before the change);
+        False when the new config is wrong (the running one stays)."""
+        self._reload_pending.set()
         if not self._reload_lock.acquire(blocking=False):
-            return False
+            return True
+        ok = True
         try:
-            self.notifier.reloading()
-            ok = True
-            if self.config_path is not None:
-                try:
-                    new = load_config(self.config_path)
-                except ValueError as exc:
-                    self._problem("config", f"config not reloaded: {exc}".splitlines()[0])
-                    ok = False
-                else:
-                    self.problems.pop("config", None)
-                    self._apply_config(new)
-            self._load_voices()
-            self.reloads += 1
-            if self.stats is not None:
-                with contextlib.suppress(Exception):
-                    self.stats.record_event("reload", f"{len(self.voices)} voice(s)")
-            self.notifier.ready(self.status_line())
+            while self._reload_pending.is_set() and not self._closing.is_set():
+                self._reload_pending.clear()
+                self.notifier.reloading()
+                if self.config_path is not None:
+                    try:
+                        new = load_config(self.config_path)
+                    except ValueError as exc:
+                        self._problem("config", f"config not reloaded: {exc}".splitlines()[0])
+                        ok = False
+                    else:
+                        ok = True
+                        self.problems.pop("config", None)
+                        self._apply_config(new)
+                self._load_voices()
+                self.reloads += 1
+                if self.stats is not None:
+                    with contextlib.suppress(Exception):
+                        self.stats.record_event("reload", f"{len(self.voices)} voice(s)")
+                self.notifier.ready(self.status_line())
             return ok
         finally:
             self._reload_lock.release()
@@ -1365,6 +1371,7 @@ def run_daemon(config_path: Path | None = None, *, verbose: bool = False) -> int
 
     tail = LogTail()
     where = setup_logging(verbose, tail)
+    _limit_malloc_arenas()
     notifier = Notifier()
     log.info(
         "kioskd %d starting; log to %s, systemd notify via %s", os.getpid(), where, notifier.via
@@ -1439,6 +1446,22 @@ def run_daemon(config_path: Path | None = None, *, verbose: bool = False) -> int
             if pid_file.read_text().strip() == str(os.getpid()):
                 pid_file.unlink()
         log.info("stopped in %.1f s", time.monotonic() - started)
+
+
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives each thread that allocates its own heap arena (up to 8 per core); the
+    daemon's threads (web server, sources, player, reloads) then each hold freed memory
+    the others cannot reuse, and resident memory creeps up for hours (13 % in a 25 s
+    soak).  Two arenas keep it flat; the audio callback allocates nothing either way."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        m_arena_max = -8  # from malloc.h
+        ctypes.CDLL(name).mallopt(m_arena_max, arenas)
 
 
 def _write_pid(path: Path) -> None:
