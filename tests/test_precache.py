@@ -499,3 +499,42 @@ def test_int8_check_runs_on_the_voices_own_prompt_and_phrases(box, tmp_path) -> 
     assert (graphs / "manifest.json").stat().st_mtime_ns == stamp
     # torch-eager needs no engines at all
     assert build_engines(folder, "torch-eager").line().startswith("engines for torch-eager: no")
+
+
+def test_progress_bar_or_log_lines_and_no_voice_for_archival_only(box, tmp_path, capsys, caplog):
+    """A bar on a terminal, a log line per item otherwise; a run that makes only archival
+    files never loads the voice."""
+    import logging
+
+    from kiosk_build.provenance import BoxSigner
+
+    from provisioning.precache_jobs import precache_jobs
+
+    state = copy_state(box, tmp_path)
+    active = State(state).active(VOICE)
+    assert active is not None
+    jobs = precache_jobs(active.pack, active.manifest, active.manifest_sha256,
+                         active.voice_folder, max_new_tokens=TOKENS)  # fmt: skip
+    signer = BoxSigner.ensure(state / "provenance")
+
+    def no_voice() -> Voice:
+        raise AssertionError("the voice was loaded for archival files")
+
+    for progress in (True, False):
+        for item in json.loads((active.phrases / INDEX_FILE).read_text())["items"]:
+            if item["kind"] == "archival":
+                (active.phrases / item["file"]).unlink()
+        capsys.readouterr()
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="kiosk_build.precache"):
+            index = precache_mod.precache(no_voice, jobs, active.phrases, signer=signer,
+                                          progress=progress)  # fmt: skip
+        assert len(index["items"]) == 5
+        err = capsys.readouterr().err
+        lines = [r.getMessage() for r in caplog.records]
+        if progress:
+            assert f"precache {VOICE} v1" in err and "2/2" in err
+        else:
+            assert err == ""
+            assert sum(m.startswith("archival ") and "LUFS" in m for m in lines) == 2
+        assert any("3 cached, making 2" in m for m in lines)
