@@ -236,7 +236,7 @@ def test_soak_short(kiosk_box: Box, tmp_path: Path) -> None:
     d = Daemon(kiosk_box, tmp_path / "soak", buttons=SOAK_BUTTONS, extra_config=SOAK_CONFIG)
     d.start()
     try:
-        result = soak(d, 600, reload_every=3.0, warmup=50)
+        result = soak(d, 1200, reload_every=2.0, warmup=200)
     finally:
         code = d.stop()
     assert code == 0
