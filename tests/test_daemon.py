@@ -242,3 +242,31 @@ def test_soak_short(kiosk_box: Box, tmp_path: Path) -> None:
     assert code == 0
     assert result.ok, result.problems
     assert result.reloads >= 2 and result.web_requests > 50 and result.checked_files > 50
+
+
+def test_log_goes_to_the_journal_with_priorities_under_systemd(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+
+    from appliance.journal_log import LogTail, setup_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    tail = LogTail(size=3)
+    try:
+        monkeypatch.setenv("JOURNAL_STREAM", "8:1234")
+        where = setup_logging(False, tail)
+        assert where.startswith("journal")
+        logging.getLogger("kiosk.test").warning("speaker\nunplugged")
+        logging.getLogger("kiosk.test").info("ready")
+        err = capsys.readouterr().err
+        if where == "journal (stderr with priorities)":
+            assert "<4>kiosk.test: speaker\n<4>unplugged\n<6>kiosk.test: ready" in err
+        assert tail.tail(5)[-1].endswith("INFO kiosk.test: ready") and len(tail.tail(5)) == 2
+        monkeypatch.delenv("JOURNAL_STREAM")
+        monkeypatch.delenv("INVOCATION_ID", raising=False)
+        assert setup_logging(False) == "stderr"
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
