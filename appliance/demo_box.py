@@ -511,7 +511,13 @@ def write_config(box: DemoBox, output: str | None, backend: str, progress: Progr
     return box.config
 
 
-def provision(box: DemoBox, backend: str, progress: Progress) -> None:
+def provision(
+    box: DemoBox,
+    backend: str,
+    progress: Progress,
+    phrase_tokens: int = DEMO_PHRASE_TOKENS,
+    health_tokens: int | None = None,
+) -> None:
     """Install the stand-in stick's packs: `kiosk provision`'s own Provisioner and reports.
 
     One difference from a museum's box, for the untrained demo voice only: its
@@ -529,8 +535,9 @@ def provision(box: DemoBox, backend: str, progress: Progress) -> None:
         box_trust(box.config_dir),
         backend=backend,
         export=export_on_demand,
-        precache_tokens=DEMO_PHRASE_TOKENS,
+        precache_tokens=phrase_tokens,
         progress=progress,
+        **({} if health_tokens is None else {"health_tokens": health_tokens}),
     )
     items = provisioner.run(box.stick)
     report = write_reports(state, items)
@@ -548,8 +555,14 @@ def set_up(
     output: str | None = None,
     backend: str = "onnxruntime",
     progress: Progress = print,
+    phrase_tokens: int = DEMO_PHRASE_TOKENS,
+    health_tokens: int | None = None,
 ) -> DemoBox:
-    """Make (or reuse) every part of the demo box under `out`; returns where they are."""
+    """Make (or reuse) every part of the demo box under `out`; returns where they are.
+
+    `phrase_tokens` caps each cached phrase segment, `health_tokens` the provisioning
+    health check (None: the box's default); tests make both short.
+    """
     box = DemoBox(out)
     start = time.perf_counter()
     progress("[1/6] the demo voice's official files (untrained, seeded weights: not speech)")
@@ -564,7 +577,7 @@ def set_up(
     progress(f"[4/6] packs on the stand-in USB stick {box.stick}")
     make_packs(box, voice, inputs, helpers, progress)
     progress(f"[5/6] kiosk provision into {box.state} (engines and phrase cache, {backend})")
-    provision(box, backend, progress)
+    provision(box, backend, progress, phrase_tokens, health_tokens)
     progress("[6/6] the demo's kiosk.toml")
     write_config(box, output, backend, progress)
     progress(f"demo box ready in {time.perf_counter() - start:.1f} s. {UNTRAINED}")
