@@ -22,6 +22,11 @@ The demo shows both text policies: `demo` is a curated voice (only its listed
 phrases, two archival stand-ins), `demo-free` lets visitors type their own
 text (it needs the base pack's BERT on the box, so one is provisioned too).
 
+The untrained demo voices never say "end" by themselves, so their cached
+phrases and the free text the daemon speaks are capped at
+`DEMO_PHRASE_TOKENS` semantic tokens per segment (3 s of sound); a museum's
+trained voices stop on their own and get no such cap.
+
 Every step is skipped when its result is already there, so a second
 `make demo` only checks and starts (the daemon reuses the engines and the
 phrase cache it built in the state folder).
@@ -623,6 +628,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "  Ctrl-C stops it; `make demo` again starts it in seconds.\n",
         flush=True,
     )
+    # The untrained demo voices never say "end": cap free text as their cached phrases
+    # are capped (the daemon's development setting), unless the caller set it.
+    from appliance.daemon import MAX_TOKENS_ENV
+
+    os.environ.setdefault(MAX_TOKENS_ENV, str(DEMO_PHRASE_TOKENS))
     # `kiosk run` in this process (torch and the engine are imported already): the
     # daemon in the foreground, Ctrl-C stops it.
     from appliance.cli import main as kiosk
