@@ -11,7 +11,7 @@ runs `kiosk run` as a subprocess cannot touch them from outside.  With
     {"evdev": "Arcade encoder", "type": "EV_KEY", "code": "KEY_A", "value": 1}
                                        an evdev InputEvent through that source's handler
     {"key": "a"}                       a key of the keyboard source
-    {"fault": "synthesis-hang"}        fault injection (`appliance.daemon.FAULTS`): the next
+    {"fault": "synthesis-hang"}        fault injection (`FAULTS`): the next
                                        free-text synthesis hangs, as a stuck model would
 
 Real hardware is never driven: `gpio` works only on gpiozero's MockFactory.
@@ -33,6 +33,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 ENV = "KIOSK_DEV_CONTROL"
+#: Faults the daemon knows (`Kiosk.faults`): `synthesis-hang` blocks the synthesis
+#: worker before its first chunk, as a hung model would, so the watchdog pings stop.
+FAULTS = ("synthesis-hang",)
 
 
 class DevControl:
@@ -79,8 +82,6 @@ class DevControl:
         if "evdev" in cmd:
             return self._evdev(cmd)
         if "fault" in cmd:
-            from appliance.daemon import FAULTS
-
             if cmd["fault"] not in FAULTS:
                 raise ValueError(f"unknown fault {cmd['fault']!r} (known: {', '.join(FAULTS)})")
             self.kiosk.faults.add(cmd["fault"])

@@ -2,7 +2,7 @@
 
 The unit (`systemd/kioskd.service`) runs it as `Type=notify` with a watchdog;
 run by hand it logs to stderr and ignores the notify protocol.  Everything it
-does is in `appliance.daemon.run_daemon`.
+does is in `appliance.service.run_daemon`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from appliance.daemon import run_daemon
+    from appliance.service import run_daemon
 
     code = run_daemon(
         Path(args.config) if args.config else None, verbose=bool(getattr(args, "verbose", False))

@@ -86,9 +86,7 @@ class Supervisor:
             beat.beat()
             return beat
 
-    def register_probe(
-        self, name: str, limit: float, last: Callable[[], float | None]
-    ) -> None:
+    def register_probe(self, name: str, limit: float, last: Callable[[], float | None]) -> None:
         """A part that keeps its own time of life: `last()` gives the time.monotonic() of
         its last sign of life, or None while it is not expected to show one (an audio
         device that is unplugged and being retried has its own status instead)."""
