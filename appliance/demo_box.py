@@ -13,8 +13,10 @@ downloaded and nothing is read from outside the repository:
 2. a signing key in `<out>/keys/` (mode 0600) and, in `<out>/stick/` (a folder
    standing in for a USB stick), the packs made and signed by `kiosk pack`,
    `kiosk pack-base` and `kiosk sign`;
-3. the box: `kiosk provision` from the stick into `<out>/state/`, trusting
-   `<out>/config/trusted-keys/`, and `<out>/config/kiosk.toml` for
+3. the box: the stick provisioned into `<out>/state/` by the Provisioner that
+   `kiosk provision` runs (signature, copy, engines, phrase cache, health check,
+   activation, reports), trusting `<out>/config/trusted-keys/`, and
+   `<out>/config/kiosk.toml` for
    `kiosk run` (the CPU backend, the default sound device or the null device
    when there is none, keyboard keys standing in for the buttons).
 
