@@ -3,6 +3,7 @@ Flask's test client: shapes, validation, JSON errors, what reaches the audio cal
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -154,3 +155,31 @@ def test_health_metrics_state_stop_heartbeat(client, kiosk: Kiosk) -> None:
     assert set(state) == {"playing", "open", "volume"} and state["open"] is True
     assert client.post("/api/stop").status_code == 200
     assert client.post("/api/heartbeat", json={"page": "visitor"}).status_code == 204
+
+
+def test_a_voice_whose_consent_ended_is_listed_disabled_and_plays_nothing(
+    kiosk_box: Box, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    shutil.copytree(kiosk_box.state, state, symlinks=True)
+    manifest = state / "voices" / VOICE / "1" / "pack" / "manifest.json"
+    data = json.loads(manifest.read_text(encoding="utf-8"))
+    data["consent"]["valid_until"] = "2026-03-15"  # the day after the consent date
+    manifest.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    config = parse_config(f'state_dir = "{state}"\n[audio]\noutput = "null"\n', "t.toml")
+    k = Kiosk(config)
+    k.start()
+    try:
+        c = create_app(k).test_client()
+        (voice,) = c.get("/api/voices").get_json()["voices"]
+        assert voice["enabled"] is False and voice["free_text"] is False
+        assert k.voices[VOICE].voice is None  # nothing loaded for it
+        played = c.post("/api/play", json={"voice": VOICE, "phrase": "welcome"})
+        assert (
+            played.status_code == 409
+            and "consent ended on 2026-03-15" in played.get_json()["error"]
+        )
+        said = c.post("/api/say", json={"voice": VOICE, "text": "你好"})
+        assert said.status_code == 403 and "disabled" in said.get_json()["error"]
+    finally:
+        k.close()
