@@ -183,3 +183,27 @@ def test_a_voice_whose_consent_ended_is_listed_disabled_and_plays_nothing(
         assert said.status_code == 403 and "disabled" in said.get_json()["error"]
     finally:
         k.close()
+
+
+def test_a_missing_audio_device_is_a_clear_status_and_the_rest_works(
+    kiosk_box: Box, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+    shutil.copytree(kiosk_box.state, state, symlinks=True)
+    config = parse_config(
+        f'state_dir = "{state}"\n[audio]\noutput = "No Such USB Speaker"\n'
+        '[backend]\nname = "torch-eager"\n',
+        "t.toml",
+    )
+    k = Kiosk(config, free_text_max_tokens=6)
+    k.start()
+    try:
+        c = create_app(k).test_client()
+        health = c.get("/health").get_json()
+        assert health["status"] == "degraded" and not health["audio"]["ok"]
+        assert any("No Such USB Speaker" in p for p in health["problems"])
+        assert health["watchdog"]["stuck"] == []  # a missing device is no reason to restart
+        assert c.get("/api/voices").status_code == 200
+        assert c.post("/api/play", json={"voice": VOICE, "phrase": "welcome"}).status_code == 202
+    finally:
+        k.close()
