@@ -194,11 +194,21 @@ def test_hung_synthesis_stops_the_watchdog_pings(daemon: Daemon) -> None:
 
 
 def test_sigterm_stops_cleanly_within_5_seconds_even_with_a_hung_part(daemon: Daemon) -> None:
+    """... and with an open event stream, which the shutdown ends."""
     assert daemon.notify is not None and daemon.proc is not None
+    events: list[tuple[str, dict]] = []
+    ready = threading.Event()
+    reader = threading.Thread(
+        target=read_events, args=(daemon.url + "/api/events", 99, events, ready), daemon=True
+    )
+    reader.start()
+    assert ready.wait(10)
     start = time.monotonic()
     daemon.signal(signal.SIGTERM)
     code = daemon.proc.wait(10)
     assert time.monotonic() - start < 5.0 and code == 0
+    reader.join(5)
+    assert not reader.is_alive()  # the stream ended with the daemon
     assert "STOPPING=1" in daemon.notify.lines()
     assert not (daemon.state / "kioskd.pid").exists()
 
