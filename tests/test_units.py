@@ -144,6 +144,39 @@ def test_browser_unit_runs_the_session_as_its_own_user() -> None:
     assert os.access(SESSION, os.X_OK)
 
 
+def exposure(unit: Path, tmp_path: Path) -> float:
+    """`systemd-analyze security --offline` of `unit` (0 best, 10 worst), in a throw-away
+    root with this machine's units and a stand-in for its program."""
+    root = tmp_path / "security-root"
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    (root / "etc/systemd/system").mkdir(parents=True)
+    shutil.copy(unit, root / "etc/systemd/system" / DAEMON.name)
+    program = root / values(unit, "Service", "ExecStart")[0].split()[0].lstrip("/")
+    program.parent.mkdir(parents=True, exist_ok=True)
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    done = _run("systemd-analyze", "security", "--offline=yes", f"--root={root}", DAEMON.name)
+    level = re.search(r"Overall exposure level for \S+: ([0-9.]+)", done.stdout)
+    assert level, done.stdout + done.stderr
+    return float(level.group(1))
+
+
+def test_daemon_sandbox_keeps_its_exposure_low(tmp_path) -> None:
+    """The sandbox as systemd scores it; the same unit without it scores far worse."""
+    assert exposure(DAEMON, tmp_path / "as-is") <= 3.0
+    bare = tmp_path / DAEMON.name
+    sandbox = ("Protect", "Private", "Restrict", "NoNewPrivileges", "Capability", "SystemCall",
+               "LockPersonality", "RemoveIPC")  # fmt: skip
+    bare.write_text(
+        "".join(
+            line
+            for line in DAEMON.read_text().splitlines(keepends=True)
+            if not line.startswith(sandbox)
+        )
+    )
+    assert exposure(bare, tmp_path / "bare") >= 8.0
+
+
 # --- users and folders, made for real in a throw-away root ---------------------------------
 
 
