@@ -280,3 +280,44 @@ def test_log_goes_to_the_journal_with_priorities_under_systemd(
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
+
+
+def test_notifier_reaches_an_abstract_socket_and_the_supervisor_watches_probes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """sdnotify's `@name` (abstract) sockets, UTF-8 status lines, and a dead audio
+    callback (a probe whose last sign of life is old) stopping the pings."""
+    import os
+    import socket
+
+    from appliance.notify import Notifier, listen, watchdog_seconds
+    from appliance.supervisor import Supervisor
+
+    name = f"@kiosk-test-{os.getpid()}"
+    sock = listen(name)
+    sock.settimeout(2)
+    try:
+        monkeypatch.setenv("NOTIFY_SOCKET", name)
+        monkeypatch.setenv("WATCHDOG_USEC", "3000000")
+        monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+        assert watchdog_seconds() == 3.0
+        notifier = Notifier()
+        assert notifier.enabled
+        assert notifier.status("正在加载 voices")
+        assert sock.recv(4096).decode() == "STATUS=正在加载 voices"
+        supervisor = Supervisor(notifier, 0.1)
+        seen = {"audio": time.monotonic()}
+        supervisor.register_probe("audio", 1.0, lambda: seen["audio"])
+        assert supervisor.tick() and sock.recv(4096) == b"WATCHDOG=1"
+        seen["audio"] = time.monotonic() - 5  # the callback stopped being called
+        assert not supervisor.tick()
+        assert sock.recv(4096).decode().startswith("STATUS=STUCK: audio (5 s")
+        with pytest.raises(socket.timeout):
+            sock.settimeout(0.3)
+            sock.recv(4096)  # no WATCHDOG=1 went out
+        supervisor.register_probe("audio", 1.0, lambda: None)  # unplugged: its own status
+        assert supervisor.tick() and sock.recv(4096) == b"WATCHDOG=1"
+        monkeypatch.setenv("WATCHDOG_PID", "1")
+        assert watchdog_seconds() is None  # another process's watchdog
+    finally:
+        sock.close()
