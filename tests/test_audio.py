@@ -425,3 +425,17 @@ def test_audio_thread_asks_for_real_time_priority() -> None:
         assert policies == [os.SCHED_FIFO] and "real-time priority 5" in detail
     else:
         assert policies == [os.SCHED_OTHER] and "LimitRTPRIO=5" in detail
+
+
+def test_labels_are_kept_only_for_a_sink_that_uses_them() -> None:
+    """A box plays for months: a sink that never reads labels must not collect them."""
+    out = NullOutput(sample_rate=RATE, blocksize=BLOCK, speed=8)
+    player = Player(out)
+    player.start()
+    try:
+        for _ in range(5):
+            player.play(Clip(tone(0.02), {"voice": "v", "phrase": "p"}), when_playing="queue")
+        assert player.wait_idle(5.0)
+        assert player.marks.labels == {}
+    finally:
+        player.close()

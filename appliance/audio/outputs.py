@@ -124,6 +124,9 @@ class AudioOutput(Protocol):
     name: str
     sample_rate: int
     blocksize: int
+    #: True when the sink names what it writes from `BlockMarks.labels` (the capture
+    #: sink); the player records labels only for such a sink, which pops them.
+    uses_labels: bool
 
     def start(self, render: Render, marks: BlockMarks | None = None) -> None: ...
 
@@ -141,6 +144,8 @@ class NullOutput:
     `speed` > 1 runs that many times faster than real time (tests); 0 runs as fast
     as the render function allows.
     """
+
+    uses_labels = False
 
     def __init__(
         self,
@@ -258,6 +263,8 @@ class CaptureOutput(NullOutput):
     utterance (after gain and fades).  `written` lists the files in order.
     """
 
+    uses_labels = True
+
     def __init__(
         self,
         folder: str | Path,
@@ -363,6 +370,8 @@ class SoundDeviceOutput:
     The stream is mono when the device takes it, else stereo with the same
     samples on both channels.
     """
+
+    uses_labels = False
 
     def __init__(
         self,

@@ -427,8 +427,10 @@ class Player:
 
     def _accept(self, src: _Source) -> None:
         self._active[src.uid] = src
-        # The capture sink names its file from this; set before the audio thread sees src.
-        self.marks.labels[src.uid] = _label(src.meta)
+        # The capture sink names its file from this (and pops it); set before the audio
+        # thread sees src.  Other sinks never pop: recording for them would leak.
+        if getattr(self.output, "uses_labels", False):
+            self.marks.labels[src.uid] = _label(src.meta)
 
     def _post(self, kind: str, a: Any, b: Any) -> None:
         self._requests.append((kind, a, b))
