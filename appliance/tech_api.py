@@ -487,7 +487,9 @@ def login() -> Any:
         raise TechRequestError(400, '"pin" must be the PIN as a string of digits, e.g. "4821"')
     if not hmac.compare_digest(pin.encode(), _kiosk().config.web.pin.encode()):
         wait = limiter.failed(client)
-        log.warning("wrong technician PIN from %s (next try in %.0f s)", client, wait)
+        log.warning(
+            "wrong technician PIN from %s%s", client, f"; next try in {wait:.0f} s" if wait else ""
+        )
         headers = {"Retry-After": str(int(wait + 0.999))} if wait else {}
         raise TechRequestError(401, "wrong PIN", headers)
     limiter.succeeded(client)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,10 +48,6 @@ def make_app(tmp: Path, web: str = f'pin = "{PIN}"') -> tuple[Flask, Kiosk]:
     kiosk = Kiosk(load_config(config_file), config_path=config_file)
     kiosk.state.ensure()
     app = create_app(kiosk)
-    if "pages" not in app.blueprints:  # until api.py registers it
-        from appliance.web_pages import pages
-
-        app.register_blueprint(pages)
     app.testing = True
     return app, kiosk
 
@@ -403,3 +401,29 @@ def test_overview_log_and_stats(setup) -> None:
     rows = list(csv.DictReader(io.StringIO(r.data.decode())))
     assert {row["item"]: int(row["plays"]) for row in rows} == {"song": 1, "welcome": 3, "": 1}
     assert "never stored" not in r.data.decode()
+
+
+# --------------------------------------------------------------------------- the API document
+
+
+def test_openapi_documents_every_route(setup) -> None:
+    import yaml
+
+    app, _, _ = setup
+    document = yaml.safe_load((Path(__file__).parents[1] / "docs" / "openapi.yaml").read_text())
+    documented = {
+        (path, method.upper())
+        for path, item in document["paths"].items()
+        for method in item
+        if method in ("get", "post", "put", "delete", "patch")
+    }
+    served = set()
+    for rule in app.url_map.iter_rules():
+        path = rule.rule.replace("<voice_id>", "{voice}").replace("<name>", "{name}")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            served.add((path, method))
+    assert served == documented
+    # Every $ref points at something.
+    text = json.dumps(document)
+    for ref in set(re.findall(r'"\$ref": "#/components/(\w+)/(\w+)"', text)):
+        assert ref[1] in document["components"][ref[0]], ref

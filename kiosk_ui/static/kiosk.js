@@ -76,13 +76,13 @@
   const bilingualKey = (el, key, vars) => bilingual(el, text(key, "zh", vars), text(key, "en", vars));
 
   /* Both languages in one run of text ("原声 · Original recording"), the chosen one first. */
-  function bilingualInline(el, key) {
+  function bilingualInline(el, key, vars = {}) {
     el.replaceChildren();
     [lang, other(lang)].forEach((l, i) => {
       if (i) el.append(" · ");
       const span = document.createElement("span");
       span.lang = LANG_TAG[l];
-      span.textContent = text(key, l);
+      span.textContent = text(key, l, vars);
       el.append(span);
     });
   }
@@ -286,6 +286,7 @@
       count.textContent = `${n} / ${maxChars}`;
       speak.disabled = n === 0 || n > maxChars;
     };
+    input.addEventListener("focus", () => form.scrollIntoView({ block: "end", behavior: "instant" }));
     input.addEventListener("input", () => {
       message.textContent = "";
       update();
@@ -324,10 +325,10 @@
   }
 
   function showMessage(el, key, detail) {
-    el.lang = LANG_TAG[lang];
-    el.textContent = text(key, lang, { n: maxChars }) + " " + text(key, other(lang), { n: maxChars });
+    bilingualInline(el, key, { n: maxChars });
     el.title = detail || "";
     el.dataset.key = key;
+    el.closest(".free-form")?.scrollIntoView({ block: "end", behavior: "instant" });
   }
 
   function render() {

@@ -6,6 +6,7 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   let csrf = null;
+  let lastStats = null;
   let refreshTimer = 0;
 
   function toast(message, error = false) {
@@ -168,9 +169,27 @@
     );
   }
 
-  function voiceLabel(v) {
+  /* Text from a pack in its own language (a name, a recording's title). */
+  const scriptLang = (value) => (/[\u3400-\u9fff]/.test(value || "") ? "zh-Hans" : "en");
+  function span(text, className) {
+    const el = document.createElement("span");
+    if (className) el.className = className;
+    el.lang = scriptLang(text);
+    el.textContent = text;
+    return el;
+  }
+
+  function voiceName(v) {
     const n = v.display_name || {};
-    return [n.zh, n.en].filter(Boolean).join(" · ") || v.id;
+    const el = document.createElement("span");
+    el.className = "name";
+    const parts = [n.zh, n.en].filter(Boolean);
+    if (!parts.length) parts.push(v.id);
+    parts.forEach((p, i) => {
+      if (i) el.append(" · ");
+      el.append(span(p));
+    });
+    return el;
   }
 
   function renderVoices(voices) {
@@ -187,7 +206,7 @@
       const row = body.insertRow();
       row.dataset.voice = v.id;
       const name = row.insertCell();
-      name.append(Object.assign(document.createElement("span"), { className: "name", textContent: voiceLabel(v) }));
+      name.append(voiceName(v));
       name.append(Object.assign(document.createElement("span"), { className: "sub", textContent: v.id }));
       row.insertCell().textContent = `v${v.version}` + (v.loaded_version && v.loaded_version !== v.version ? ` (playing v${v.loaded_version})` : "");
       row.cells[1].className = "active-version";
@@ -219,7 +238,10 @@
         tests.append(b);
       }
       for (const a of v.archival || []) {
-        tests.append(button(`▶ ${a.title} (original)`, () => testPlay(v.id, { archival: a.id }), `Test play ${v.id} recording ${a.title}`));
+        const b = button("▶ ", () => testPlay(v.id, { archival: a.id }), `Test play ${v.id} recording ${a.title}`);
+        b.append(span(a.title), " (original)");
+        b.dataset.test = a.id;
+        tests.append(b);
       }
       actions.append(tests);
     }
@@ -342,8 +364,10 @@
     }
     const totals = dayList.map((d) => series.reduce((sum, k) => sum + (table.get(`${d}|${k}`) || 0), 0));
     const max = Math.max(1, ...totals);
-    const W = 900, H = 260, left = 44, right = 12, top = 12, bottom = 40;
-    const svg = svgEl("svg", { viewBox: `0 0 ${W} ${H}`, role: "presentation" });
+    /* Drawn at the panel's own pixel size, so the labels stay at the page's text size. */
+    const W = Math.max(320, Math.floor(holder.clientWidth || 900)), H = 240;
+    const left = 44, right = 12, top = 16, bottom = 36;
+    const svg = svgEl("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "presentation" });
     const plotW = W - left - right, plotH = H - top - bottom;
     const step = niceStep(max);
     for (let v = 0; v <= max; v += step) {
@@ -402,7 +426,10 @@
     const n = $("stats-days").value;
     $("csv-link").href = `/api/tech/stats.csv?days=${encodeURIComponent(n)}`;
     const { ok, data } = await api("GET", `/api/tech/stats?days=${encodeURIComponent(n)}`);
-    if (ok) drawChart(data);
+    if (ok) {
+      lastStats = data;
+      drawChart(data);
+    }
     else $("stats-summary").textContent = data.error || "no stats";
   }
 
@@ -436,6 +463,11 @@
     $("log-refresh").addEventListener("click", refreshLog);
     $("log-lines").addEventListener("change", refreshLog);
     $("stats-days").addEventListener("change", refreshStats);
+    let resizeTimer = 0;
+    window.addEventListener("resize", () => {
+      clearTimeout(resizeTimer);
+      resizeTimer = setTimeout(() => lastStats && drawChart(lastStats), 150);
+    });
     try {
       const { ok, data } = await api("GET", "/api/tech/session");
       if (ok) {
