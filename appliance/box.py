@@ -47,14 +47,28 @@ def add_provision_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "torch-eager", "onnxruntime", "torch-cuda", "tensorrt"),
         help="runtime the health check loads the voice on (default torch-eager)",
     )
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="cap on semantic tokens per segment for the health check and the cached phrases "
+        "(default: the voice's own caps; a voice that never ends, like an untrained test voice, "
+        "needs one)",
+    )
 
 
 def run_provision(args: argparse.Namespace) -> int:
     from appliance.say import export_on_demand
     from provisioning.provision import Provisioner, box_trust, write_reports
 
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise ValueError("--max-tokens: at least 1 (or leave it out: the voice's own caps)")
     state = box_state(args)
     trust = box_trust(config_dir(args.config_dir))
+    caps = {}
+    if args.max_tokens is not None:
+        caps = {"health_tokens": args.max_tokens, "precache_tokens": args.max_tokens}
     provisioner = Provisioner(
         state,
         trust,
@@ -62,6 +76,7 @@ def run_provision(args: argparse.Namespace) -> int:
         backend=args.backend,
         export=export_on_demand,
         progress=lambda line: print(line, flush=True),
+        **caps,
     )
     items = provisioner.run(Path(args.source))
     report = write_reports(state, items)

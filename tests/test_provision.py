@@ -94,7 +94,7 @@ def stick(tmp_path: Path, *packs: Path, name: str = "stick") -> Path:
 def provision(source: Path, state: Path, config: Path, capsys, *extra: str) -> tuple[int, str]:
     capsys.readouterr()
     code = main(["provision", str(source), "--state", str(state), "--config-dir", str(config),
-                 *extra])  # fmt: skip
+                 "--max-tokens", str(TOKENS), *extra])  # fmt: skip
     return code, capsys.readouterr().out
 
 
@@ -343,7 +343,8 @@ def test_text_policy_and_expired_consent_on_say(packs, keys, config, box, tmp_pa
     folder = stick(tmp_path, packs["expired"], name="old")
     state = State(box)
     items = Provisioner(state, box_trust(config), today=dt.date(2020, 6, 1),
-                        health_tokens=TOKENS, progress=lambda _l: None).run(folder)  # fmt: skip
+                        health_tokens=TOKENS, precache_tokens=TOKENS,
+                        progress=lambda _l: None).run(folder)  # fmt: skip
     assert [i.status for i in items] == ["activated"], items
     code, err = say(box, tmp_path / "e.wav", capsys, "--phrase", "welcome")
     assert code == 2 and "disabled" in err and "2020-12-31" in err
@@ -378,7 +379,8 @@ for line in sys.stdin:
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, 1)
         items = Provisioner(state, trust, allow_downgrade=allow == "1", health_tokens=%d,
-                            progress=lambda _l: None).run(__import__("pathlib").Path(source))
+                            precache_tokens=%d, progress=lambda _l: None
+                            ).run(__import__("pathlib").Path(source))
         write_reports(state, items)
         os._exit(0 if all(i.status == "activated" for i in items) else 3)
     print(pid, flush=True)
