@@ -566,6 +566,7 @@
   function showAttract() {
     const overlay = $("attract");
     if (!overlay.hidden) return;
+    document.activeElement?.blur?.();
     lang = "zh";
     currentId = voices[0]?.id ?? null;
     freeDraft = "";
