@@ -1073,8 +1073,9 @@ class Kiosk:
                 log.exception("schedule poll failed")
 
     def _start_browser_watch(self) -> None:
-        """The frozen-screen watch (restarts the browser unit); only on a box, i.e. under
-        systemd: on a workstation there is no browser unit to restart."""
+        """The frozen-screen watch (restarts the browser unit): on a box, i.e. under
+        systemd, or wherever `[ui] restart_command` is set; on a workstation there is
+        no browser unit to restart."""
         from appliance.browser_watch import BrowserWatch
         from appliance.journal_log import under_systemd
 
@@ -1085,7 +1086,7 @@ class Kiosk:
         except ValueError as exc:
             self._problem("browser", f"browser watch: {exc}")
             return
-        if under_systemd():
+        if under_systemd() or ui.restart_command:
             self.browser_watch.start()
         else:
             log.info("not under systemd: the browser watch counts heartbeats but restarts nothing")
@@ -1162,6 +1163,7 @@ class Kiosk:
                 "stuck": stuck,
             },
             "latency": self.latency(),
+            "screen": self.browser_watch.status() if self.browser_watch is not None else None,
             "reloads": self.reloads,
             "config": self.config.source,
         }

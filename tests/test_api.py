@@ -155,6 +155,8 @@ def test_health_metrics_state_stop_heartbeat(client, kiosk: Kiosk) -> None:
     assert set(state) == {"playing", "open", "volume"} and state["open"] is True
     assert client.post("/api/stop").status_code == 200
     assert client.post("/api/heartbeat", json={"page": "visitor"}).status_code == 204
+    screen = client.get("/health").get_json()["screen"]  # the frozen-screen watch's view
+    assert screen["page"] == "visitor" and screen["heartbeats"] >= 1
 
 
 def test_a_voice_whose_consent_ended_is_listed_disabled_and_plays_nothing(
