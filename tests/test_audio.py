@@ -439,3 +439,18 @@ def test_labels_are_kept_only_for_a_sink_that_uses_them() -> None:
         assert player.marks.labels == {}
     finally:
         player.close()
+
+
+def test_capture_numbers_on_after_a_restart(tmp_path: Path) -> None:
+    """A restarted daemon's capture sink must not overwrite the earlier run's files."""
+    for run in range(2):
+        out = CaptureOutput(tmp_path, sample_rate=RATE, blocksize=BLOCK, speed=8)
+        player = Player(out)
+        player.start()
+        try:
+            player.play(Clip(tone(0.02), {"voice": "v", "phrase": f"run{run}"}))
+            assert player.wait_idle(5.0)
+        finally:
+            player.close()
+    names = sorted(p.name for p in tmp_path.glob("*.wav"))
+    assert names == ["000001-v-run0.wav", "000002-v-run1.wav"]

@@ -260,7 +260,9 @@ class CaptureOutput(NullOutput):
 
     Files are `<id:06d>-<label>.wav` (the player's utterance id, then its label) at
     the output rate, holding exactly the samples the callback produced for that
-    utterance (after gain and fades).  `written` lists the files in order.
+    utterance (after gain and fades).  `written` lists the files in order.  Numbers
+    go on from the highest one already in `folder`, so a restarted daemon never
+    overwrites what an earlier run captured.
     """
 
     uses_labels = True
@@ -283,6 +285,8 @@ class CaptureOutput(NullOutput):
         self.folder = Path(folder)
         self.name = f"capture:{self.folder}"
         self.folder.mkdir(parents=True, exist_ok=True)
+        numbered = (re.match(r"(\d{6,})-", f.name) for f in self.folder.glob("*.wav"))
+        self.offset = max((int(m[1]) for m in numbered if m), default=0)
         self._parts: dict[int, list[np.ndarray]] = {}
         self._jobs: queue.Queue[tuple[int, str, list[np.ndarray]] | None] = queue.Queue()
         self._writer: threading.Thread | None = None
@@ -345,7 +349,7 @@ class CaptureOutput(NullOutput):
         while (job := self._jobs.get()) is not None:
             uid, label, parts = job
             samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-            path = self.folder / f"{uid:06d}-{safe_label(label)}.wav"
+            path = self.folder / f"{uid + self.offset:06d}-{safe_label(label)}.wav"
             tmp = path.with_name(f".{path.name}.tmp")
             try:
                 soundfile.write(tmp, samples, self.sample_rate, subtype="FLOAT", format="WAV")
