@@ -477,6 +477,8 @@ def test_rollback_from_the_technician_page(browser: Any, daemon: Daemon) -> None
         assert a11y(page) == []
         v.shot("tech-dashboard", full_page=True)
         v.resize("1024x600")
+        # Nothing wider than the screen, before and after the chart is redrawn to fit.
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 1024
         v.shot("tech-dashboard", full_page=True)
 
         watcher = Visitor(browser, daemon).open()
