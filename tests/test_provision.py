@@ -22,7 +22,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyloudnorm
 import pytest
+import soundfile
 import test_packs
 from test_packs import CONSENT, pack_args
 
@@ -169,6 +171,15 @@ def test_provision_say_upgrade_rollback_revoke(packs, config, keys, tmp_path, ca
     assert listed["manifest_sha256"] == hashlib.sha256(pack_manifest).hexdigest()
     assert Path(listed["path"]).is_dir() and listed["engines"] == []
     assert voice_is_whole(state) == 1
+    # every phrase and archival recording cached, loudness-normalised (measured here on its own)
+    index = json.loads((state / "voices" / VOICE / "1" / "phrases" / "index.json").read_text())
+    assert sorted(i["id"] for i in index["items"] if i["kind"] == "synthetic") == [
+        "hello-en", "song", "welcome"]  # fmt: skip
+    for entry in index["items"]:
+        audio, rate = soundfile.read(state / "voices" / VOICE / "1" / "phrases" / entry["file"])
+        looped = np.tile(audio, max(1, int(np.ceil(3 * rate / audio.size))))  # >= 3 s to measure
+        lufs = pyloudnorm.Meter(rate).integrated_loudness(looped)
+        assert abs(lufs - index["target_lufs"]) <= 1.0, (entry["file"], lufs)
 
     code, err = say(state, tmp_path / "welcome.wav", capsys, "--phrase", "welcome")
     assert code == 0, err
@@ -208,6 +219,7 @@ def test_provision_say_upgrade_rollback_revoke(packs, config, keys, tmp_path, ca
     assert code == 0, out
     assert f"revoked {VOICE} v1" in out and f"revoked {VOICE} v2" in out
     assert not (state / "voices" / VOICE).exists()
+    assert not list(state.rglob("*.flac")) and not list(state.rglob("*.wav"))  # no cached file
     assert voices(state, capsys) == []
     statuses = [i["status"] for i in json.loads(
         (state / "reports" / "kiosk-report.json").read_text())["items"]]  # fmt: skip
