@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.durable_files import atomic_write_bytes, fsync_dir
+from engines.onnx_graphs.contract import MANIFEST as GRAPH_MANIFEST
 from engines.voice import HelperModels
 from provisioning.health import HEALTH_MAX_TOKENS, Exporter, HealthCheckError, health_check
 from provisioning.pack_format import MANIFEST, PACK_SUFFIX, SIGNATURE, Limits, parse_manifest
@@ -39,7 +40,7 @@ from provisioning.revocation import (
     verify_revocations,
 )
 from provisioning.signing import TrustedKey, load_trust, signer_of
-from provisioning.state import PACK_DIR, TRUSTED_KEYS, VOICE_DIR, State
+from provisioning.state import ENGINES_DIR, PACK_DIR, TRUSTED_KEYS, VOICE_DIR, State
 from provisioning.strict_json import PackFormatError
 
 log = logging.getLogger(__name__)
@@ -444,8 +445,7 @@ def voices_listing(state: State, today: dt.date | None = None) -> list[dict[str,
         if active is None or active.manifest.voice is None:
             continue
         consent = active.manifest.voice.consent
-        graphs = active.voice_folder / "graphs"
-        engines = sorted(p.name for p in graphs.iterdir() if p.is_dir()) if graphs.is_dir() else []
+        engines = built_engines(state, voice_id, active.voice_folder)
         out.append(
             {
                 "id": voice_id,
@@ -461,6 +461,18 @@ def voices_listing(state: State, today: dt.date | None = None) -> list[dict[str,
             }
         )
     return out
+
+
+def built_engines(state: State, voice_id: str, voice_folder: Path) -> list[str]:
+    """Runtimes with engines built for the voice: `onnxruntime` when its exported graphs
+    carry their manifest, `tensorrt` when the engine cache holds an entry for it."""
+    found = []
+    if (voice_folder / "graphs" / GRAPH_MANIFEST).is_file():
+        found.append("onnxruntime")
+    trt = state.root / ENGINES_DIR / voice_id
+    if trt.is_dir() and any(p.is_dir() for p in trt.iterdir()):
+        found.append("tensorrt")
+    return found
 
 
 def cached_listing(phrases: Path) -> dict[str, Any]:

@@ -538,3 +538,21 @@ def test_progress_bar_or_log_lines_and_no_voice_for_archival_only(box, tmp_path,
             assert err == ""
             assert sum(m.startswith("archival ") and "LUFS" in m for m in lines) == 2
         assert any("3 cached, making 2" in m for m in lines)
+
+
+def test_voices_lists_the_engines_built_for_each_runtime(box, tmp_path) -> None:
+    """`kiosk voices` names the runtimes a voice has engines for (none on torch eager)."""
+    from provisioning.provision import voices_listing
+
+    state = State(copy_state(box, tmp_path))
+    [listed] = voices_listing(state)
+    assert listed["engines"] == []
+    active = state.active(VOICE)
+    assert active is not None
+    graphs = active.voice_folder / "graphs"
+    graphs.mkdir(exist_ok=True)
+    (graphs / "gpt_prefill.onnx").write_bytes(b"")  # files alone are no export
+    assert voices_listing(state)[0]["engines"] == []
+    (graphs / "manifest.json").write_text("{}")  # what a finished export writes last
+    (state.root / "engines" / VOICE / "0123abcd").mkdir(parents=True)  # a TensorRT entry
+    assert voices_listing(state)[0]["engines"] == ["onnxruntime", "tensorrt"]
