@@ -19,6 +19,7 @@ import pyloudnorm
 import pytest
 import soundfile
 import torch
+from fork_server import ForkServer
 from kiosk_build import loudness, provenance
 from kiosk_build import precache as precache_mod
 from kiosk_build.precache import INDEX_FILE
@@ -344,24 +345,10 @@ def test_precache_killed_at_random_moments(box, tmp_path) -> None:
     """SIGKILL during precache runs that switch the target: the active voice and its index
     stay whole at every moment, and the next run finishes the job."""
     state = copy_state(box, tmp_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(state), VOICE, str(TOKENS)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    assert server.stdin is not None and server.stdout is not None
-    assert server.stdout.readline() == "ready\n"
+    server = ForkServer(SERVER, str(state), VOICE, str(TOKENS))
 
     def run(target: float, delay: float | None) -> int:
-        server.stdin.write(f"{target}\n")  # type: ignore[union-attr]
-        server.stdin.flush()  # type: ignore[union-attr]
-        pid = int(server.stdout.readline())  # type: ignore[union-attr]
-        if delay is not None:
-            time.sleep(delay)
-            os.kill(pid, signal.SIGKILL)
-        server.stdin.write("reap\n")  # type: ignore[union-attr]
-        server.stdin.flush()  # type: ignore[union-attr]
-        return int(server.stdout.readline())  # type: ignore[union-attr]
+        return server.run(str(target), delay)
 
     try:
         start = time.perf_counter()
@@ -404,8 +391,7 @@ def test_precache_killed_at_random_moments(box, tmp_path) -> None:
         print(f"crash test: {runs} runs, one run {full:.1f} s; {outcomes}")
         assert outcomes["killed"] >= 20 and outcomes["partial"] >= 10
     finally:
-        server.kill()
-        server.wait()
+        server.close()
     with Voice.load(State(state).active(VOICE).voice_folder, backend="torch-eager") as voice:  # type: ignore[union-attr]
         assert voice.voice_id == VOICE
 

@@ -15,7 +15,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ import pyloudnorm
 import pytest
 import soundfile
 import test_packs
+from fork_server import ForkServer
 from test_packs import CONSENT, pack_args
 
 from appliance.cli import main
@@ -407,24 +407,10 @@ def test_provisioning_killed_at_random_moments(packs, config, tmp_path) -> None:
     always whole (one version, never a mix), and the next run cleans up and succeeds."""
     root = tmp_path / "state"
     s1, s2 = stick(tmp_path, packs["v1"], name="s1"), stick(tmp_path, packs["v2"], name="s2")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    server = subprocess.Popen(
-        [sys.executable, "-c", SERVER, str(root), str(config)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    assert server.stdin is not None and server.stdout is not None
-    assert server.stdout.readline() == "ready\n"
+    server = ForkServer(SERVER, str(root), str(config))
 
     def run(source: Path, delay: float | None) -> int:
-        server.stdin.write(f"{source} 1\n")  # type: ignore[union-attr]
-        server.stdin.flush()  # type: ignore[union-attr]
-        pid = int(server.stdout.readline())  # type: ignore[union-attr]
-        if delay is not None:
-            time.sleep(delay)
-            os.kill(pid, signal.SIGKILL)
-        server.stdin.write("reap\n")  # type: ignore[union-attr]
-        server.stdin.flush()  # type: ignore[union-attr]
-        return int(server.stdout.readline())  # type: ignore[union-attr]
+        return server.run(f"{source} 1", delay)
 
     state = State(root)
     try:
@@ -464,5 +450,4 @@ def test_provisioning_killed_at_random_moments(packs, config, tmp_path) -> None:
         print(f"crash test: one run {full:.1f} s; {outcomes}")
         assert outcomes["killed"] >= 20 and outcomes["new"] >= 5 and outcomes["old"] >= 1
     finally:
-        server.kill()
-        server.wait()
+        server.close()
