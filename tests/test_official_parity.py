@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from transformers import BertConfig, BertModel, BertTokenizerFast, HubertConfig, HubertModel
 
 import engines.synthesis as synthesis
 from appliance.cli import main
 from devtools.checkpoint_writer import save_gpt_checkpoint, save_sovits_checkpoint
 from devtools.demo_voice import reference_tone
 from devtools.formula_weights import formula_state_dict
+from devtools.tiny_helpers import write_tiny_helpers
 from engines.features import PROMPT_PAD_SAMPLES, resample
 from engines.gpt.config import GPTConfig
 from engines.gpt.decoding import MAX_DECODE_STEPS, batch_token_cap, generate
@@ -90,30 +90,7 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "ref": write_wav(root / "ref.wav", reference_tone(11, seconds=3.5)),
         "pretrained": pretrained,
     }
-    torch.manual_seed(0)
-    bert_dir = pretrained / "chinese-roberta-wwm-ext-large"
-    bert_dir.mkdir(parents=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "，", "。", *dict.fromkeys(HANZI)]
-    (bert_dir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(bert_dir / "vocab.txt")).save_pretrained(bert_dir)
-    bert = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=1024,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        intermediate_size=256,
-    )
-    BertModel(bert).save_pretrained(bert_dir)
-    hubert = HubertConfig(
-        hidden_size=768,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        intermediate_size=128,
-        conv_dim=(16,) * 7,
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=4,
-    )
-    HubertModel(hubert).save_pretrained(pretrained / "chinese-hubert-base")
+    write_tiny_helpers(pretrained, HANZI)
     return files
 
 
