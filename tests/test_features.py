@@ -21,7 +21,14 @@ import numpy as np
 import pytest
 import soxr
 import torch
-from transformers import BertConfig, BertForMaskedLM, BertTokenizer, HubertConfig, HubertModel
+from transformers import (
+    AutoTokenizer,
+    BertConfig,
+    BertForMaskedLM,
+    BertTokenizer,
+    HubertConfig,
+    HubertModel,
+)
 
 from engines.features import (
     MAX_PROMPT_SAMPLES,
@@ -115,8 +122,14 @@ def bert_direct(bert_dirs: dict[str, Path]) -> BertForMaskedLM:
     ).eval()
 
 
+@pytest.fixture(scope="session")
+def hf_tokenizer(bert_dirs: dict[str, Path]) -> object:
+    """transformers' own tokenizer of the same folder: the reference's tokenization."""
+    return AutoTokenizer.from_pretrained(bert_dirs["hf"], local_files_only=True)
+
+
 def _direct_states(model: BertForMaskedLM, tokenizer: object, text: str) -> tuple:
-    enc = tokenizer(text, return_tensors="pt")
+    enc = tokenizer(text, return_tensors="pt")  # type: ignore[operator]
     with torch.no_grad():
         out = model(**enc, output_hidden_states=True)
     return tuple(h[0, 1:-1] for h in out.hidden_states)
@@ -129,15 +142,15 @@ def test_bert_shape_dtype_and_trimmed_layers(bert: BertFeaturizer) -> None:
     feats = bert.features("你好世界.", [2, 2, 2, 2, 1])
     assert feats.shape == (BERT_HIDDEN, 9)
     assert feats.dtype == torch.float32
-    assert bert.model.dtype == torch.float32  # fp16 file, float32 asked for
-    assert len(bert.model.encoder.layer) == BERT_LAYERS - 2
+    assert {p.dtype for p in bert.model.parameters()} == {torch.float32}  # from an fp16 file
+    assert len(bert.model.layers) == BERT_LAYERS - 2
 
 
 def test_bert_is_layer_minus_3_with_word2ph_expansion(
-    bert: BertFeaturizer, bert_direct: BertForMaskedLM
+    bert: BertFeaturizer, bert_direct: BertForMaskedLM, hf_tokenizer: object
 ) -> None:
     text, word2ph = "我们是中国人!", [2, 2, 2, 2, 2, 2, 1]
-    states = _direct_states(bert_direct, bert.tokenizer, text)
+    states = _direct_states(bert_direct, hf_tokenizer, text)
     assert len(states) == BERT_LAYERS + 1
     layer = states[-3]
     expected = torch.cat([layer[i].repeat(n, 1) for i, n in enumerate(word2ph)]).T
@@ -150,9 +163,11 @@ def test_bert_is_layer_minus_3_with_word2ph_expansion(
         assert not torch.allclose(layer, other, atol=1e-3)
 
 
-def test_bert_zero_and_uneven_word2ph(bert: BertFeaturizer, bert_direct: BertForMaskedLM) -> None:
+def test_bert_zero_and_uneven_word2ph(
+    bert: BertFeaturizer, bert_direct: BertForMaskedLM, hf_tokenizer: object
+) -> None:
     text, word2ph = "今天,很好", [3, 0, 1, 2, 1]
-    layer = _direct_states(bert_direct, bert.tokenizer, text)[-3]
+    layer = _direct_states(bert_direct, hf_tokenizer, text)[-3]
     feats = bert.features(text, word2ph)
     assert feats.shape == (BERT_HIDDEN, 7)
     cols = [0, 0, 0, 2, 3, 3, 4]
@@ -160,12 +175,15 @@ def test_bert_zero_and_uneven_word2ph(bert: BertFeaturizer, bert_direct: BertFor
 
 
 def test_bert_unknown_chars_stay_one_token_each(
-    bert: BertFeaturizer, bert_direct: BertForMaskedLM, caplog: pytest.LogCaptureFixture
+    bert: BertFeaturizer,
+    bert_direct: BertForMaskedLM,
+    hf_tokenizer: object,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     text = "啊你好啊"  # "啊" is not in the vocabulary: one [UNK] per character
-    ids = bert.tokenizer(text)["input_ids"]
-    assert ids.count(bert.tokenizer.unk_token_id) == 2
-    layer = _direct_states(bert_direct, bert.tokenizer, text)[-3]
+    ids = bert.tokenizer.encode(text).ids
+    assert bert.tokenizer.unk_id is not None and ids.count(bert.tokenizer.unk_id) == 2
+    layer = _direct_states(bert_direct, hf_tokenizer, text)[-3]
     with caplog.at_level(logging.WARNING, logger="engines.features.bert"):
         feats = bert.features(text, [2, 2, 2, 2])
     assert not caplog.records
@@ -173,11 +191,14 @@ def test_bert_unknown_chars_stay_one_token_each(
 
 
 def test_bert_token_count_mismatch_fallback_and_strict(
-    bert: BertFeaturizer, bert_direct: BertForMaskedLM, caplog: pytest.LogCaptureFixture
+    bert: BertFeaturizer,
+    bert_direct: BertForMaskedLM,
+    hf_tokenizer: object,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # "ab" is one WordPiece token ([UNK]) for two characters, the space gives none.
     text, word2ph = "你ab 好", [2, 1, 1, 1, 2]
-    layer = _direct_states(bert_direct, bert.tokenizer, text)[-3]
+    layer = _direct_states(bert_direct, hf_tokenizer, text)[-3]
     assert layer.shape[0] == 3
     with caplog.at_level(logging.WARNING, logger="engines.features.bert"):
         feats = bert.features(text, word2ph)
@@ -234,6 +255,55 @@ def test_bert_layouts_agree_and_are_deterministic(
     for layout in ("hf", "vocab"):
         other = BertFeaturizer.from_folder(bert_dirs[layout])
         torch.testing.assert_close(other.features(text, word2ph), first, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("layout", ["hf", "gpt-sovits", "vocab"])
+def test_bert_tokenizer_matches_transformers(
+    bert_dirs: dict[str, Path], hf_tokenizer: object, layout: str
+) -> None:
+    """Ids and character offsets as transformers' tokenizer gives them, for every layout."""
+    ours = BertFeaturizer.from_folder(bert_dirs[layout]).tokenizer
+    for text in ("你好世界.", "啊你好啊", "你ab 好", "Hello 你好!", "ÀB 中国…", "  ", ""):
+        theirs = hf_tokenizer(text, return_offsets_mapping=True)  # type: ignore[operator]
+        encoded = ours.encode(text)
+        assert encoded.ids == list(theirs["input_ids"]), (layout, text)
+        assert encoded.offsets == [tuple(o) for o in theirs["offset_mapping"]], (layout, text)
+
+
+def test_bert_legacy_checkpoint_names(bert_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """TensorFlow-era checkpoints name the norms gamma/beta; a plain BertModel has no prefix."""
+    text, word2ph = "我们是中国人!", [2, 2, 2, 2, 2, 2, 1]
+    expected = BertFeaturizer.from_folder(bert_dirs["gpt-sovits"]).features(text, word2ph)
+    legacy = _copy(bert_dirs["gpt-sovits"], tmp_path / "legacy")
+    sd = torch.load(legacy / "pytorch_model.bin", weights_only=True)
+    renamed = {
+        k.removeprefix("bert.")
+        .replace("LayerNorm.weight", "LayerNorm.gamma")
+        .replace("LayerNorm.bias", "LayerNorm.beta"): v
+        for k, v in sd.items()
+        if not k.startswith("cls.")
+    }
+    assert any(k.endswith(".gamma") for k in renamed)
+    torch.save(renamed, legacy / "pytorch_model.bin")
+    got = BertFeaturizer.from_folder(legacy).features(text, word2ph)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+
+
+def test_bert_loads_without_transformers(bert_dirs: dict[str, Path]) -> None:
+    """A box boots without importing transformers (seconds of start-up)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from engines.features.bert import BertFeaturizer\n"
+        f"b = BertFeaturizer.from_folder({str(bert_dirs['gpt-sovits'])!r})\n"
+        "print(tuple(b.features('你好', [2, 2]).shape), 'transformers' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.split() == ["(32,", "4)", "False"]
 
 
 def _copy(src: Path, dst: Path) -> Path:

@@ -12,16 +12,14 @@ import logging
 import operator
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from .bert_model import BertEncoder, BertWeightsError, load_encoder
+from .bert_tokenizer import BertTokenizer, BertTokenizerError
 from .errors import TextFeatureError
-from .model_folders import ModelSpec, check_folder, load_pretrained, quiet_transformers
-
-if TYPE_CHECKING:  # transformers takes seconds to import: only when a model loads
-    from transformers import BertModel
+from .model_folders import ModelSpec, check_folder
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +28,7 @@ BERT_SPEC = ModelSpec(
     official_name="hfl/chinese-roberta-wwm-ext-large",
     model_type="bert",
 )
-#: Either file is enough for transformers to build the WordPiece tokenizer.
+#: Either file is enough to build the WordPiece tokenizer.
 TOKENIZER_FILES: tuple[str, ...] = ("tokenizer.json", "vocab.txt")
 #: The reference takes hidden_states[-3]: the embeddings count as state 0.
 LAYERS_DROPPED_AFTER_FEATURE = 2
@@ -39,44 +37,40 @@ LAYERS_DROPPED_AFTER_FEATURE = 2
 class BertFeaturizer:
     """Mandarin text -> [hidden, n_phones] features, as the GPT stage expects them."""
 
-    def __init__(self, model: BertModel, tokenizer: object, device: torch.device) -> None:
+    def __init__(self, model: BertEncoder, tokenizer: BertTokenizer, device: torch.device) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.device = device
-        self.hidden_size: int = int(model.config.hidden_size)
-        self.max_tokens: int = int(model.config.max_position_embeddings)
+        self.hidden_size: int = model.shape.hidden_size
+        self.max_tokens: int = model.shape.max_positions
 
     @classmethod
     def from_folder(cls, path: str | Path, device: str | torch.device = "cpu") -> BertFeaturizer:
         """Load model and tokenizer from a local folder; never touches the network.
 
-        The layers after the one whose output is used are removed: they cannot
-        change that output, and dropping them saves time and memory on a kiosk.
+        The real folder holds a BertForMaskedLM checkpoint: the encoder takes
+        its "bert." weights and ignores the masked-LM head.  The layers after
+        the one whose output is used are not built at all: they cannot change
+        that output, and leaving them out saves time and memory on a kiosk.
         """
         folder = check_folder(path, BERT_SPEC, extra=[TOKENIZER_FILES])
-        # The real folder holds a BertForMaskedLM checkpoint; BertModel takes its
-        # "bert." weights and ignores the masked-LM head. No pooler is needed.
-        from transformers import AutoTokenizer, BertModel
-
-        model = load_pretrained(BertModel, folder, BERT_SPEC, add_pooling_layer=False)
-        n_layers = len(model.encoder.layer)
-        if n_layers < LAYERS_DROPPED_AFTER_FEATURE:
-            raise BERT_SPEC.error(folder, f"{n_layers} layers; hidden_states[-3] needs >= 2")
-        keep = n_layers - LAYERS_DROPPED_AFTER_FEATURE
-        model.encoder.layer = nn.ModuleList(list(model.encoder.layer)[:keep])
-        model.config.num_hidden_layers = keep
         try:
-            with quiet_transformers():
-                tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        except Exception as exc:  # a damaged tokenizer file raises many kinds
+            model = load_encoder(folder, drop_last=LAYERS_DROPPED_AFTER_FEATURE)
+        except BertWeightsError as exc:
+            raise BERT_SPEC.error(folder, str(exc)) from exc
+        except Exception as exc:  # a damaged weights file raises many kinds
             raise BERT_SPEC.error(
-                folder, f"tokenizer could not be loaded ({type(exc).__name__}: {exc})"
+                folder, f"could not be loaded ({type(exc).__name__}: {exc})"
             ) from exc
-        if len(tokenizer) > model.config.vocab_size:
+        try:
+            tokenizer = BertTokenizer.from_folder(folder)
+        except BertTokenizerError as exc:
+            raise BERT_SPEC.error(folder, f"tokenizer could not be loaded ({exc})") from exc
+        if len(tokenizer) > model.shape.vocab_size:
             raise BERT_SPEC.error(
                 folder,
                 f"tokenizer has {len(tokenizer)} tokens but the model only "
-                f"{model.config.vocab_size}: tokenizer and weights do not belong together",
+                f"{model.shape.vocab_size}: tokenizer and weights do not belong together",
             )
         dev = torch.device(device)
         return cls(model.to(dev), tokenizer, dev)
@@ -120,33 +114,31 @@ class BertFeaturizer:
         counts = _check_word2ph(norm_text, word2ph)
         if not norm_text:
             return self.zeros(0)
-        encoded = self.tokenizer(norm_text, return_tensors="pt")
-        n_tokens = int(encoded["input_ids"].shape[1])
+        encoded = self.tokenizer.encode(norm_text)
+        n_tokens = len(encoded.ids)
         if n_tokens > self.max_tokens:
             raise TextFeatureError(
                 f"text gives {n_tokens} BERT tokens, more than the model's {self.max_tokens}; "
                 "split it into shorter segments (the reference splits at 510 characters)"
             )
         with torch.no_grad():
-            inputs = {k: v.to(self.device) for k, v in encoded.items()}
-            states = self.model(**inputs).last_hidden_state[0, 1:-1]  # drop [CLS], [SEP]
+            ids = torch.tensor([encoded.ids], dtype=torch.long, device=self.device)
+            states = self.model(ids)[0, 1:-1]  # drop [CLS], [SEP]
         if states.shape[0] == len(norm_text):
             per_char = states
         else:
-            per_char = self._align_by_offsets(norm_text, states, strict)
+            per_char = self._align_by_offsets(norm_text, encoded.offsets[1:-1], states, strict)
         repeats = torch.tensor(counts, dtype=torch.long, device=per_char.device)
         return per_char.repeat_interleave(repeats, dim=0).T.contiguous()
 
     # ------------------------------------------------------------------ internals
-    def _align_by_offsets(self, text: str, states: Tensor, strict: bool) -> Tensor:
+    def _align_by_offsets(
+        self, text: str, offsets: Sequence[tuple[int, int]], states: Tensor, strict: bool
+    ) -> Tensor:
         """One state per character when tokens and characters do not pair up one to one."""
         problem = f"{len(text)} characters gave {states.shape[0]} BERT tokens in {text!r}"
         if strict:
             raise TextFeatureError(problem)
-        try:
-            offsets = self.tokenizer(text, return_offsets_mapping=True)["offset_mapping"][1:-1]
-        except (NotImplementedError, KeyError, TypeError) as exc:
-            raise TextFeatureError(f"{problem}; this tokenizer cannot map tokens back") from exc
         owner = token_owner_per_char(len(text), offsets)
         uncovered = [text[i] for i, tok in enumerate(owner) if tok is None]
         log.warning(
