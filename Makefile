@@ -50,6 +50,13 @@ demo: venv
 bench: venv
 	$(VENV)/bin/kiosk bench --json out/bench.json
 
+# `kiosk say` from a prepared voice folder as a subprocess: process start -> first audio
+# (target < 3 s), onnxruntime and torch-eager, 5 runs each; builds the demo voice and a
+# full-size random BERT (1.3 GB) beside out/bench-voice the first time.
+.PHONY: bench-boot
+bench-boot: venv
+	$(VENV)/bin/kiosk bench --boot --json out/bench-boot.json
+
 # The daemon: press -> first sample over 1000 presses while free text is synthesised
 # (`kiosk run` over the sample box, about 3 minutes), and the soak (10 000 presses).
 .PHONY: bench-daemon soak

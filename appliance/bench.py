@@ -1,4 +1,6 @@
-"""`kiosk bench` / `make bench`: the benchmark table (see `devtools.benchmark`)."""
+"""`kiosk bench` / `make bench`: the benchmark table (see `devtools.benchmark`); with
+`--daemon` the daemon's press latency (`devtools.daemon_bench`), with `--boot` the time
+`kiosk say` takes from process start to first audio (`devtools.boot_bench`)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend",
         action="append",
         metavar="NAME",
-        help="backend(s) to run besides torch-eager (default: every available)",
+        help="backend(s) to run besides torch-eager (default: every available); with "
+        "--boot, the backends to time (default: onnxruntime and torch-eager)",
     )
     parser.add_argument("--models", default="v2,v2ProPlus", help="SoVITS architectures")
     parser.add_argument(
@@ -27,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--voice-dir",
         default="out/bench-voice",
         metavar="DIR",
-        help="demo voice folder for the voice workload (written once, graphs exported into it)",
+        help="demo voice folder for the voice workload and --boot (written once, graphs "
+        "exported into it)",
     )
     parser.add_argument(
         "--contended",
@@ -36,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "side by side with the idle figures (ratio per backend)",
     )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads per backend")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repeats (median)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="timed repeats (median; default 3, 5 with --boot)"
+    )
     parser.add_argument(
         "--no-text",
         action="store_true",
@@ -54,11 +60,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     daemon.add_argument(
         "--box", metavar="DIR", help="sample box folder for --daemon (built there if empty)"
     )
+    boot = parser.add_argument_group("boot time (instead of the backend table)")
+    boot.add_argument(
+        "--boot",
+        action="store_true",
+        help="process start -> first audio of `kiosk say --stream` from a prepared voice folder, "
+        "run as a subprocess --repeats times per backend after one warm-up (target < 3 s)",
+    )
+    boot.add_argument(
+        "--boot-text", metavar="TEXT", help="what --boot says (default 欢迎来到博物馆。)"
+    )
+    boot.add_argument(
+        "--bert",
+        metavar="DIR",
+        help="BERT folder for --boot (default: a full-size one with random weights, built once "
+        "beside --voice-dir)",
+    )
+    boot.add_argument(
+        "--boot-voice", metavar="DIR", help="time this prepared voice folder, not the demo voice"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if args.daemon:
         return run_daemon_bench(args)
+    if args.boot:
+        return run_boot_bench(args)
     from devtools.benchmark import (
         BENCH_MODELS,
         VOICE_WORKLOAD,
@@ -72,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         write_json,
     )
 
+    args.repeats = 3 if args.repeats is None else args.repeats
     models = [m for m in args.models.split(",") if m]
     workloads = [w for w in args.workloads.split(",") if w]
     bad = [m for m in models if m not in ("v1", "v2", "v2Pro", "v2ProPlus")]
@@ -143,3 +171,27 @@ def run_daemon_bench(args: argparse.Namespace) -> int:
         write_json(args.json, result)
         print(f"figures written to {args.json}")
     return 0 if result["exit_code"] == 0 and result["measured"] else 1
+
+
+def run_boot_bench(args: argparse.Namespace) -> int:
+    from appliance.say import BACKENDS
+    from devtools.boot_bench import BOOT_BACKENDS, BOOT_TEXT, bench_boot, format_result, prepare
+    from devtools.boot_bench import write_json as write_boot_json
+
+    backends = args.backend or list(BOOT_BACKENDS)
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise ValueError(f"--backend {unknown}: with --boot choose from {', '.join(BACKENDS)}")
+    setup = prepare(
+        args.voice_dir,
+        bert=args.bert,
+        voice_folder=args.boot_voice,
+        text=args.boot_text or BOOT_TEXT,
+    )
+    repeats = 5 if args.repeats is None else args.repeats
+    result = bench_boot(setup, backends, repeats, contended=args.contended, threads=args.threads)
+    print(format_result(result))
+    if args.json:
+        write_boot_json(args.json, result)
+        print(f"figures written to {args.json}")
+    return 0 if result["runs"] and not result["errors"] else 1

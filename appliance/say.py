@@ -9,6 +9,7 @@ first).  `kiosk prepare-voice` turns the second into the first.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from engines.durable_files import atomic_write_bytes
 from engines.streaming import StreamSettings
 from engines.text.language_split import LANGUAGE_MODES
 from engines.text.segmentation import CUT_METHODS
@@ -97,6 +99,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         choices=BACKENDS,
         help="runtime for the voice (auto: the fastest that works here)",
+    )
+    out.add_argument(
+        "--report-json",
+        metavar="FILE",
+        help="after speaking, write the timings as JSON (first audio after process start, "
+        "its CPU time, real-time factor, backend): what `kiosk bench --boot` reads",
     )
     sampling = parser.add_argument_group("sampling (default: the voice's settings)")
     sampling.add_argument("--seed", type=int)
@@ -251,6 +259,7 @@ def run(args: argparse.Namespace) -> Path | None:
             segments = voice.segments(text, args.lang, args.cut)
         for word in voice.uncovered(segments):
             log.warning("not in any dictionary or the lexicon: %r", word)
+        backend, precision = voice.backend, voice.precision  # gone once the voice is closed
         start = time.perf_counter()
         chunks = voice.stream(
             text,
@@ -263,18 +272,37 @@ def run(args: argparse.Namespace) -> Path | None:
     finally:
         voice.close()
     took = time.perf_counter() - start
+    report = {
+        "first_audio_since_start_s": round(process_age() - (time.perf_counter() - first), 4),
+        "first_audio_cpu_s": round(first_cpu, 4),
+        "first_audio_after_text_s": round(first - start, 4),
+        "audio_s": round(seconds, 4),
+        "total_s": round(took, 4),
+        "rtf": round(took / max(seconds, 1e-9), 4),
+        "backend": backend,
+        "precision": precision,
+        "stream": bool(args.stream),
+    }
     log.info(
         "%.2f s of audio in %.2f s (real-time factor %.2f); first audio %.0f ms after the "
         "text, %.2f s after the process started (%.2f s of CPU time)%s",
         seconds,
         took,
-        took / max(seconds, 1e-9),
-        (first - start) * 1000,
-        process_age() - (time.perf_counter() - first),
+        report["rtf"],
+        report["first_audio_after_text_s"] * 1000,
+        report["first_audio_since_start_s"],
         first_cpu,
         f" -> {args.output}" if args.output else "",
     )
+    if getattr(args, "report_json", None):
+        write_report(args.report_json, report)
     return Path(args.output) if args.output else None
+
+
+def write_report(path: str | Path, report: Mapping[str, Any]) -> Path:
+    """The `--report-json` file, written whole or not at all (a reader never sees half)."""
+    data = (json.dumps(dict(report), indent=2, ensure_ascii=False) + "\n").encode()
+    return atomic_write_bytes(path, data)
 
 
 def process_age() -> float:
