@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -285,13 +286,6 @@ class Voice:
         config = read_config(folder)
         if config.notice:
             log.warning("voice %s: %s", config.id, config.notice)
-        prompt = load_prompt(folder / PROMPT_FILE)
-        lexicon = Lexicon.from_file(folder / LEXICON_FILE) if config.lexicon else None
-        frontend = TextFrontend("v1" if config.sovits_version == "v1" else "v2", lexicon)
-        # The dictionaries load (seconds) while the runtime reads its graphs.
-        dictionaries = _warm_in_background(frontend)
-        zero_bert = config.text_features == "zeros"
-        bert = None if zero_bert else _load_bert(helpers.bert)
 
         def models() -> VoiceModels:
             # Called only by a backend that runs torch, or to export missing graphs.
@@ -307,15 +301,33 @@ class Voice:
             gpt_file=GPT_FILE,
             sovits_file=SOVITS_FILE,
         )
-        runtime, selection = load_voice_runtime(
-            None,
-            backend,
-            backend_options,
-            models=models,
-            sources=sources,
-            graphs_dir=folder / GRAPHS_DIR,
-            export=export,
-        )
+        # The runtime opens its graphs (native code that releases the GIL) on a second
+        # core while this thread reads the prompt, BERT and the dictionaries: the three
+        # together are most of a box's boot, and none needs the others.
+        with ThreadPoolExecutor(1, thread_name_prefix=f"load-{config.id}") as pool:
+            pending = pool.submit(
+                load_voice_runtime,
+                None,
+                backend,
+                backend_options,
+                models=models,
+                sources=sources,
+                graphs_dir=folder / GRAPHS_DIR,
+                export=export,
+            )
+            try:
+                prompt = load_prompt(folder / PROMPT_FILE)
+                lexicon = Lexicon.from_file(folder / LEXICON_FILE) if config.lexicon else None
+                frontend = TextFrontend("v1" if config.sovits_version == "v1" else "v2", lexicon)
+                zero_bert = config.text_features == "zeros"
+                bert = None if zero_bert else _load_bert(helpers.bert)
+                # The voice's own language only: its first sentence needs nothing else
+                # (`warm()` loads the rest before a daemon serves visitors).
+                _warm_quietly(frontend, config.defaults.language)
+            except BaseException:
+                _close_quietly(pending)
+                raise
+            runtime, selection = pending.result()
         _check_versions(folder, config, runtime.gpt_version, runtime.sovits_version, "runtime")
         identity = f"{config.id}:v{config.version}:{config.gpt_sha256}:{config.sovits_sha256}"
         voice = cls(
@@ -330,7 +342,6 @@ class Voice:
             defaults=defaults or config.defaults,
             wait_seconds=wait_seconds,
         )
-        dictionaries.join()
         voice._log_loaded(time.perf_counter() - start)
         return voice
 
@@ -648,24 +659,36 @@ def _check_features(segments: list[PhoneSegment], features: Sequence[torch.Tenso
             )
 
 
-def _warm_frontend(frontend: TextFrontend) -> None:
-    """Run the g2p once per language, so its dictionaries are loaded."""
-    for text, language in (("你好，欢迎。", "zh"), ("Hello.", "en")):
-        frontend.segments(text, language, "cut0")
+#: One short sentence per language mode, enough to load its dictionaries.
+WARM_TEXTS = {"zh": "你好，欢迎。", "en": "Hello."}
 
 
-def _warm_in_background(frontend: TextFrontend) -> threading.Thread:
-    """Load the frontend's dictionaries in a thread (a failure shows up on first use)."""
+def _warm_frontend(frontend: TextFrontend, languages: Sequence[str] = tuple(WARM_TEXTS)) -> None:
+    """Run the g2p once per language, so its dictionaries are loaded (seconds each)."""
+    for language in languages:
+        text = WARM_TEXTS.get(language.replace("all_", ""))
+        if text is not None:
+            frontend.segments(text, language, "cut0")
 
-    def work() -> None:
-        try:
-            _warm_frontend(frontend)
-        except Exception:  # the same error is raised, with its message, on first use
-            log.debug("frontend warm-up failed", exc_info=True)
 
-    thread = threading.Thread(target=work, name="frontend-warm", daemon=True)
-    thread.start()
-    return thread
+def _warm_quietly(frontend: TextFrontend, language: str) -> None:
+    """Warm one language (all for mixed modes); a failure shows up, with its message, on use."""
+    languages = (language,) if language.replace("all_", "") in WARM_TEXTS else tuple(WARM_TEXTS)
+    try:
+        _warm_frontend(frontend, languages)
+    except Exception:
+        log.debug("frontend warm-up failed", exc_info=True)
+
+
+def _close_quietly(pending: Future[tuple[VoiceRuntime, Selection | None]]) -> None:
+    """Free a runtime that finished loading for a voice that failed to load."""
+    try:
+        runtime, _ = pending.result()
+    except BaseException:  # the first error is the one to report
+        return
+    close = getattr(runtime, "close", None)
+    if callable(close):
+        close()
 
 
 def release_heap() -> None:
