@@ -12,8 +12,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engines.backends.selection import BackendUnavailableError
+from engines.backends.errors import BackendUnavailableError
+from engines.gc_tables import permanent
 from engines.threads import configure_torch
+from engines.voice_layout import GRAPHS_DIR
 
 log = logging.getLogger("kiosk")
 
@@ -57,6 +59,37 @@ def _demo(args: argparse.Namespace) -> int:
     paths = run_demo(Path(args.out), seed=args.seed, backend=args.backend)
     print("\n".join(str(p) for p in paths))
     return 0
+
+
+def _open_graphs_early(argv: Sequence[str]) -> None:
+    """Start opening a voice folder's ONNX graphs before torch loads (a second of boot).
+
+    Only for `kiosk say --voice-folder` on ONNX Runtime (forced, or "auto" on a
+    box without a GPU, where auto picks it).  It runs before the full parser is
+    built, because building it imports the engine and so torch; the backend
+    later takes the sessions over, or opens its own if the folder is stale.
+    """
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("-v", "--verbose", action="store_true")
+    early.add_argument("command", nargs="?")
+    early.add_argument("--voice-folder")
+    early.add_argument("--backend", default="auto")
+    try:
+        known, _ = early.parse_known_args(argv)
+    except SystemExit:  # odd arguments: the real parser reports them
+        return
+    if known.command != "say" or not known.voice_folder:
+        return
+    if known.backend not in ("auto", "onnxruntime"):
+        return
+    from engines.backends import ort_sessions
+
+    if known.backend == "auto" and ort_sessions.gpu_present():
+        return
+    try:
+        ort_sessions.open_early(Path(known.voice_folder) / GRAPHS_DIR)
+    except Exception:  # only a head start: the real load reports any problem
+        log.debug("graphs not opened early", exc_info=True)
 
 
 def _say(args: argparse.Namespace) -> int:
@@ -231,7 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         configure_torch()
         return _delegated(argv[0], argv[1:])
-    args = build_parser().parse_args(argv)
+    _open_graphs_early(argv)
+    with permanent():  # the engine's modules and tables live as long as the process
+        parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

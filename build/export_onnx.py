@@ -48,14 +48,7 @@ from torch import nn
 
 from engines.gpt.config import GPTConfig
 from engines.gpt.model import Text2SemanticModel
-from engines.onnx_graphs import (
-    GPTDecodeGraph,
-    GPTPrefillGraph,
-    SoVITSEncoderGraph,
-    SoVITSFlowVocoderGraph,
-    cache_input_names,
-    contract,
-)
+from engines.onnx_graphs import contract
 from engines.onnx_graphs.contract import (
     FAMILIES,
     FORMAT_VERSION,
@@ -74,6 +67,8 @@ from engines.onnx_graphs.contract import (
 # Re-exported: callers of the build step name them from here too.
 from engines.onnx_graphs.contract import graph_io as graph_io
 from engines.onnx_graphs.contract import weights_sha256 as weights_sha256
+from engines.onnx_graphs.gpt import GPTDecodeGraph, GPTPrefillGraph, cache_input_names
+from engines.onnx_graphs.sovits import SoVITSEncoderGraph, SoVITSFlowVocoderGraph
 from engines.sovits.synthesizer import SoVITSModel
 from engines.voice_models import VoiceModels, load_voice_models
 

@@ -104,7 +104,8 @@ def validate_int8(
 
     Returns the manifest record: `passed`, `detail`, `max_logit_diff`, `tokens_compared`.
     """
-    from engines.backends.onnxruntime_backend import CPU_EP, OrtGPTRuntime
+    from engines.backends.onnxruntime_backend import OrtGPTRuntime
+    from engines.backends.ort_sessions import CPU_EP
 
     runtime = OrtGPTRuntime(
         Path(prefill_path), Path(int8_decode_path), model.config, providers=[CPU_EP]

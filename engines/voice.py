@@ -327,7 +327,15 @@ class Voice:
             except BaseException:
                 _close_quietly(pending)
                 raise
+            ready = time.perf_counter()
             runtime, selection = pending.result()
+            log.debug(
+                "voice %s: prompt, BERT and dictionaries in %.2f s, then %.2f s waiting for "
+                "the runtime",
+                config.id,
+                ready - start,
+                time.perf_counter() - ready,
+            )
         _check_versions(folder, config, runtime.gpt_version, runtime.sovits_version, "runtime")
         identity = f"{config.id}:v{config.version}:{config.gpt_sha256}:{config.sovits_sha256}"
         voice = cls(

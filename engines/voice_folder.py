@@ -35,13 +35,15 @@ from engines.durable_files import atomic_write_bytes, fsync_dir
 from engines.gpt.sampling import SamplingParams
 from engines.sovits.synthesizer import Timbre
 from engines.synthesis import SynthesisOptions, VoicePrompt
+from engines.voice_layout import (
+    CONFIG_FILE,
+    GPT_FILE,
+    LEXICON_FILE,
+    PROMPT_FILE,
+    SOVITS_FILE,
+)
+from engines.voice_layout import GRAPHS_DIR as GRAPHS_DIR  # part of this module's interface
 
-CONFIG_FILE = "voice.json"
-GPT_FILE = "gpt.ckpt"
-SOVITS_FILE = "sovits.pth"
-PROMPT_FILE = "prompt.npz"
-LEXICON_FILE = "lexicon.txt"
-GRAPHS_DIR = "graphs"
 FORMAT = "kiosk-voice/1"
 TEXT_FEATURES = ("bert", "zeros")
 MODEL_VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus")

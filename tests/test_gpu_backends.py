@@ -762,7 +762,7 @@ def _fake_runtime_trt(engines: dict[bytes, FakeEngine]) -> Any:
 def test_tensorrt_gpt_runtime_binds_torch_tensors_and_matches_eager(
     tiny_model: Text2SemanticModel,
 ) -> None:
-    from engines.onnx_graphs import GPTDecodeGraph, GPTPrefillGraph, cache_input_names
+    from engines.onnx_graphs.gpt import GPTDecodeGraph, GPTPrefillGraph, cache_input_names
 
     prefill = FakeEngine(
         GPTPrefillGraph(tiny_model), dict.fromkeys(("phone_ids", "bert", "prompt")),
@@ -794,7 +794,7 @@ def test_tensorrt_gpt_runtime_binds_torch_tensors_and_matches_eager(
 
 
 def test_trt_graph_checks_inputs_and_preallocated_outputs(tiny_model: Text2SemanticModel) -> None:
-    from engines.onnx_graphs import GPTPrefillGraph
+    from engines.onnx_graphs.gpt import GPTPrefillGraph
 
     engine = FakeEngine(
         GPTPrefillGraph(tiny_model), dict.fromkeys(("phone_ids", "bert", "prompt")),
@@ -858,7 +858,7 @@ def test_tensorrt_sovits_streams_through_its_engines_with_torch_fallback(sovits_
     """Windows run the encoder and flow+vocoder engines; longer ones than the engines'
     profile go to the torch runtime, and the audio is the same either way."""
     from engines.backends.tensorrt_backend import TensorRTSoVITSRuntime
-    from engines.onnx_graphs import SoVITSEncoderGraph, SoVITSFlowVocoderGraph
+    from engines.onnx_graphs.sovits import SoVITSEncoderGraph, SoVITSFlowVocoderGraph
     from engines.streaming import supports_windows
 
     engines = {

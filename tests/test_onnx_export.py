@@ -35,8 +35,9 @@ from engines.gpt.config import GPTConfig
 from engines.gpt.decoding import generate
 from engines.gpt.model import Text2SemanticModel
 from engines.gpt.sampling import SamplingParams
-from engines.onnx_graphs import TENSORRT_OPS, contract, graph_ops
+from engines.onnx_graphs import contract
 from engines.onnx_graphs.contract import GraphsUnavailableError, gpt_config_from_manifest
+from engines.onnx_graphs.ops import TENSORRT_OPS, graph_ops
 from engines.sovits.config import SoVITSConfig
 from engines.sovits.synthesizer import SoVITSModel
 from engines.voice_models import VoiceModels

@@ -52,17 +52,20 @@ from engines.onnx_graphs.contract import (
 )
 from engines.onnx_graphs.sovits import decode_staged
 from engines.sovits.synthesizer import Timbre
-from engines.threads import configure_onnxruntime, cpu_budget
+from engines.threads import cpu_budget
 from engines.voice_models import VoiceModels
 
-log = logging.getLogger(__name__)
+from .ort_sessions import (
+    CUDA_EP,
+    GPT_PRECISIONS,
+    _ort,
+    choose_providers,
+    decode_choice,
+    drop_early,
+    open_session,
+)
 
-CPU_EP = "CPUExecutionProvider"
-CUDA_EP = "CUDAExecutionProvider"
-#: `gpt_precision` values: "auto" = 8-bit weights where the build validated them,
-#: else FP32; "int8" = 8-bit weights even without a passing check (benchmarks,
-#: listening tests); "fp32" = never 8-bit.
-GPT_PRECISIONS = ("auto", "fp32", "int8")
+log = logging.getLogger(__name__)
 
 
 #: Where graphs exported on demand are kept, one sub-folder per model pair.
@@ -74,57 +77,6 @@ def default_cache_dir() -> Path:
 def physical_cores() -> int:
     """Threads for the CPU EP: the cores this process may use (see `engines.threads`)."""
     return cpu_budget().threads
-
-
-def _ort() -> Any:
-    import onnxruntime
-
-    return onnxruntime
-
-
-def session_options(intra_op_threads: int | None = None) -> Any:
-    """Sequential execution, full graph optimisation, `intra_op_threads` (default: cores)."""
-    ort = _ort()
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Intra-op workers sized to our cores and blocking, not spinning: on a shared CPU
-    # spinning workers cost more than the core they wait for (see `engines.threads`).
-    configure_onnxruntime(options, intra_op_threads)
-    options.log_severity_level = 3  # warnings about unused initialisers are noise here
-    return options
-
-
-def choose_providers(preferred: Sequence[str] | None = None) -> list[str]:
-    """CUDA EP first when this onnxruntime build has it, CPU always last."""
-    available = _ort().get_available_providers()
-    wanted = list(preferred) if preferred is not None else [CUDA_EP, CPU_EP]
-    chosen = [p for p in wanted if p in available]
-    return chosen if CPU_EP in chosen else [*chosen, CPU_EP]
-
-
-class GraphMismatchError(RuntimeError):
-    """A graph file loads but is not the graph we expect (foreign or outdated)."""
-
-
-def open_session(
-    path: Path,
-    expected_io: tuple[Sequence[str], Sequence[str]],
-    providers: Sequence[str],
-    intra_op_threads: int | None,
-) -> Any:
-    """An `InferenceSession` for `path`, after checking its IO names."""
-    ort = _ort()
-    session = ort.InferenceSession(
-        str(path), sess_options=session_options(intra_op_threads), providers=list(providers)
-    )
-    got = (
-        tuple(i.name for i in session.get_inputs()),
-        tuple(o.name for o in session.get_outputs()),
-    )
-    if got != (tuple(expected_io[0]), tuple(expected_io[1])):
-        raise GraphMismatchError(f"{path.name}: IO {got} is not the expected {expected_io}")
-    return session
 
 
 def _np(t: torch.Tensor, dtype: Any) -> np.ndarray:
@@ -490,24 +442,11 @@ class OnnxRuntimeBackend:
 
     def decode_precision(self, manifest: Mapping[str, Any]) -> str:
         """Decode weights to run: 8-bit if asked for or validated by the build (CPU EP only)."""
-        if self.gpt_precision == "fp32":
-            return "fp32"
-        if choose_providers(self.preferred_providers)[0] != CPU_EP:
-            log.info("GPT decode in FP32: the 8-bit graph is only validated for the CPU EP")
-            return "fp32"
-        graphs = manifest.get("graphs") or {}
-        verdict = (graphs.get("gpt_decode_int8") or {}).get("validation") or {}
-        if self.gpt_precision == "int8":
-            if verdict.get("passed") is not True:
-                log.warning("GPT decode with 8-bit weights as asked, although its greedy-token "
-                            "check did not pass (%s)", verdict.get("detail"))  # fmt: skip
-            return "int8"
-        if verdict.get("passed") is True:
-            log.info("GPT decode with 8-bit weights (%s)", verdict.get("detail", "validated"))
-            return "int8"
-        log.warning("GPT decode in FP32: the 8-bit graph failed its greedy-token check (%s)",
-                    verdict.get("detail", "no verdict recorded"))  # fmt: skip
-        return "fp32"
+        first = choose_providers(self.preferred_providers)[0]
+        precision, level, why = decode_choice(manifest, self.gpt_precision, first)
+        log.log(level, "GPT decode %s: %s", "with 8-bit weights" if precision == "int8" else
+                "in FP32", why)  # fmt: skip
+        return precision
 
     def open_sovits(self, folder: Path) -> OrtSoVITSRuntime:
         """ORT sessions of the SoVITS graphs (raises if a graph is unusable)."""
@@ -563,8 +502,11 @@ class OnnxRuntimeBackend:
                 self._export(folder, loader, sources, (family,), f"{family} failed to load")
                 return make()
 
-        gpt = opened("gpt", lambda: self.open_gpt(folder))
-        sovits = opened("sovits", lambda: self.open_sovits(folder))
+        try:
+            gpt = opened("gpt", lambda: self.open_gpt(folder))
+            sovits = opened("sovits", lambda: self.open_sovits(folder))
+        finally:
+            drop_early()  # sessions opened early for other settings are not needed now
         manifest = read_manifest(folder) or {}
         return VoiceRuntime(
             gpt, sovits, self.name, str(manifest["gpt_version"]), str(manifest["sovits_version"])

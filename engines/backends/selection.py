@@ -27,6 +27,7 @@ from engines.onnx_graphs.contract import GraphExporter, Sources
 from engines.voice_models import VoiceModels
 
 from .base import Backend, TorchEagerBackend, VoiceRuntime
+from .errors import BackendUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +38,6 @@ BACKEND_ORDER: tuple[str, ...] = ("tensorrt", "torch-cuda", "onnxruntime", "torc
 BackendFactory = Callable[[Mapping[str, Any]], Backend]
 #: Zero-argument loader of a voice's torch models, called only when they are needed.
 ModelLoader = Callable[[], VoiceModels]
-
-
-class BackendUnavailableError(RuntimeError):
-    """The configured backend cannot run here (the message says why)."""
 
 
 def _tensorrt(options: Mapping[str, Any]) -> Backend:

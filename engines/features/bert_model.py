@@ -95,13 +95,24 @@ class BertShape:
         return shape
 
 
+#: Modules are built without storage (and without random initialisation, which for
+#: chinese-roberta's 300 M weights alone took seconds); the checkpoint's own tensors
+#: are then assigned to them, without a copy where the file is memory-mapped.
+META = torch.device("meta")
+
+
+def _embedding(rows: int, width: int) -> nn.Embedding:
+    # Given a weight, nn.Embedding skips its initialiser (whose meta kernel is slow to load).
+    return nn.Embedding(rows, width, _weight=torch.empty(rows, width, device=META))
+
+
 class _Embeddings(nn.Module):
     def __init__(self, shape: BertShape) -> None:
         super().__init__()
-        self.word_embeddings = nn.Embedding(shape.vocab_size, shape.hidden_size)
-        self.position_embeddings = nn.Embedding(shape.max_positions, shape.hidden_size)
-        self.token_type_embeddings = nn.Embedding(shape.type_vocab_size, shape.hidden_size)
-        self.norm = nn.LayerNorm(shape.hidden_size, eps=shape.layer_norm_eps)
+        self.word_embeddings = _embedding(shape.vocab_size, shape.hidden_size)
+        self.position_embeddings = _embedding(shape.max_positions, shape.hidden_size)
+        self.token_type_embeddings = _embedding(shape.type_vocab_size, shape.hidden_size)
+        self.norm = nn.LayerNorm(shape.hidden_size, eps=shape.layer_norm_eps, device=META)
 
     def forward(self, ids: Tensor) -> Tensor:
         positions = torch.arange(ids.shape[1], device=ids.device)
@@ -118,14 +129,15 @@ class _Layer(nn.Module):
         super().__init__()
         d = shape.hidden_size
         self.heads = shape.num_heads
-        self.query = nn.Linear(d, d)
-        self.key = nn.Linear(d, d)
-        self.value = nn.Linear(d, d)
-        self.attention_out = nn.Linear(d, d)
-        self.attention_norm = nn.LayerNorm(d, eps=shape.layer_norm_eps)
-        self.intermediate = nn.Linear(d, shape.intermediate_size)
-        self.output = nn.Linear(shape.intermediate_size, d)
-        self.output_norm = nn.LayerNorm(d, eps=shape.layer_norm_eps)
+        eps = shape.layer_norm_eps
+        self.query = nn.Linear(d, d, device=META)
+        self.key = nn.Linear(d, d, device=META)
+        self.value = nn.Linear(d, d, device=META)
+        self.attention_out = nn.Linear(d, d, device=META)
+        self.attention_norm = nn.LayerNorm(d, eps=eps, device=META)
+        self.intermediate = nn.Linear(d, shape.intermediate_size, device=META)
+        self.output = nn.Linear(shape.intermediate_size, d, device=META)
+        self.output_norm = nn.LayerNorm(d, eps=eps, device=META)
         self.activation = ACTIVATIONS[shape.activation]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -143,7 +155,10 @@ class _Layer(nn.Module):
 
 
 class BertEncoder(nn.Module):
-    """Token ids [1, T] -> the hidden states after the first `num_layers` layers [1, T, D]."""
+    """Token ids [1, T] -> the hidden states after the first `num_layers` layers [1, T, D].
+
+    Built empty (on the meta device): `load_encoder` gives it its weights.
+    """
 
     def __init__(self, shape: BertShape, num_layers: int) -> None:
         super().__init__()
@@ -259,7 +274,7 @@ def load_encoder(folder: Path, drop_last: int = 0) -> BertEncoder:
             f"the weights do not fit the architecture ({len(missing)} missing, "
             f"{len(mismatched)} mismatched, {len(unexpected)} unknown tensors, e.g. {shown})"
         )
-    encoder.load_state_dict({n: t.float() for n, t in found.items()})
+    encoder.load_state_dict({n: t.float() for n, t in found.items()}, assign=True)
     encoder.eval()
     encoder.requires_grad_(False)
     return encoder

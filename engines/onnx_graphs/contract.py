@@ -36,23 +36,14 @@ from engines.durable_files import atomic_write_bytes
 from engines.gpt.config import GPTConfig
 from engines.voice_models import VoiceModels
 
+from .files import GRAPH_FILES, MANIFEST, OPTIONAL_GRAPHS, read_manifest
 from .gpt import GPTDecodeGraph, GPTPrefillGraph, cache_input_names
 from .sovits import SoVITSEncoderGraph, SoVITSFlowVocoderGraph
 
-MANIFEST = "manifest.json"
 #: Bump when a graph's definition, its IO or the manifest layout changes: older
 #: exports are then stale (3: the manifest carries the full GPT config).
 FORMAT_VERSION = 3
 FAMILIES = ("gpt", "sovits")
-GRAPH_FILES: dict[str, str] = {
-    "gpt_prefill": "gpt_prefill.onnx",
-    "gpt_decode": "gpt_decode.onnx",
-    "gpt_decode_int8": "gpt_decode_int8.onnx",  # optional: see OPTIONAL_GRAPHS
-    "sovits_encoder": "sovits_encoder.onnx",
-    "sovits_flow_vocoder": "sovits_flow_vocoder.onnx",
-}
-#: Graphs an export may lack: without the 8-bit decode graph the voice runs in FP32.
-OPTIONAL_GRAPHS = frozenset({"gpt_decode_int8"})
 #: Expected IO names of the graphs whose IO does not depend on the model size.
 _FIXED_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "gpt_prefill": (GPTPrefillGraph.input_names, GPTPrefillGraph.output_names),
@@ -222,15 +213,6 @@ def gpt_config_from_manifest(manifest: Mapping[str, Any]) -> GPTConfig:
     if not isinstance(raw, Mapping) or not names <= set(raw):
         raise ValueError("the manifest does not record the full GPT config; export again")
     return GPTConfig(**{name: raw[name] for name in names})
-
-
-def read_manifest(folder: str | Path) -> dict[str, Any] | None:
-    """The manifest of an export folder, or None if missing or unreadable."""
-    try:
-        data = json.loads((Path(folder) / MANIFEST).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def verify_export(

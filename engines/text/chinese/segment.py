@@ -21,6 +21,8 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
+from engines.gc_tables import permanent
+
 #: Tag given to custom-lexicon words: a common noun, like most dictionary words.
 LEXICON_TAG = "n"
 
@@ -43,7 +45,7 @@ def cache_dir() -> Path:
 @cache
 def _jieba() -> tuple[Any, Any]:
     """(jieba tokenizer, POS tokenizer), loaded on first use (well under a second, cached)."""
-    with _lock:
+    with _lock, permanent():
         import jieba_fast
         import jieba_fast.posseg
 
