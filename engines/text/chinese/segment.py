@@ -11,9 +11,11 @@ and no voice can hear another voice's lexicon.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import marshal
 import os
+import sys
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -44,46 +46,70 @@ def cache_dir() -> Path:
 
 @cache
 def _jieba() -> tuple[Any, Any]:
-    """(jieba tokenizer, POS tokenizer), loaded on first use (well under a second, cached)."""
+    """(jieba tokenizer, POS tokenizer), loaded on first use (a quarter of a second, cached)."""
     with _lock, permanent():
         import jieba_fast
-        import jieba_fast.posseg
 
         jieba_fast.setLogLevel(logging.WARNING)
-        _load_prefix_dict(jieba_fast.dt)
-        return jieba_fast.dt, jieba_fast.posseg.dt
+        return _load_tables(jieba_fast)
 
 
-def _load_prefix_dict(tokenizer: Any) -> None:
-    """jieba's prefix dictionary from our cache, else built by jieba and cached for next time.
+def _load_tables(jieba_fast: Any) -> tuple[Any, Any]:
+    """jieba's prefix dictionary and word tags from our cache, else built and cached.
 
-    The cache is read in one piece and unmarshalled from memory: jieba's own
-    `marshal.load(file)` reads it in thousands of small reads, about five times
-    slower, and that second was most of a voice's boot.  The cache is keyed by
-    the dictionary file's size and time, so an upgraded dictionary rebuilds it.
+    Both come from jieba's `dict.txt`: the prefix dictionary (jieba caches it
+    itself, but reads its cache in thousands of small reads, about five times
+    slower than one read and `marshal.loads`) and the word -> part-of-speech
+    table that `jieba_fast.posseg` parses from the text file at import (0.4 s).
+    With a cache, posseg is imported over an empty dictionary stream and given
+    the cached table.  The cache is keyed by the dictionary file's path, size
+    and time, so an upgraded dictionary rebuilds it; a damaged one is rebuilt.
     """
-    if tokenizer.initialized:
-        return
+    tokenizer = jieba_fast.dt
     with tokenizer.get_dict_file() as dictionary:
         source = Path(dictionary.name)
     stat = source.stat()
     key = hashlib.sha256(f"{source}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     path = cache_dir() / f"jieba-{key}.marshal"
-    try:
-        freq, total = marshal.loads(path.read_bytes())
-        if isinstance(freq, dict) and isinstance(total, int) and freq:
-            tokenizer.FREQ, tokenizer.total, tokenizer.initialized = freq, total, True
-            return
-    except (OSError, EOFError, ValueError, TypeError):
-        pass  # missing or damaged: built again below
+    fresh = not tokenizer.initialized and "jieba_fast.posseg" not in sys.modules
+    tables = _read_tables(path) if fresh else None
+    if tables is not None:
+        freq, total, tags = tables
+        tokenizer.FREQ, tokenizer.total, tokenizer.initialized = freq, total, True
+        tokenizer.get_dict_file = lambda: io.BytesIO(b"")  # posseg's import-time parse
+        try:
+            import jieba_fast.posseg as posseg
+        finally:
+            del tokenizer.get_dict_file
+        posseg.dt.word_tag_tab = tags
+        return tokenizer, posseg.dt
     tokenizer.tmp_dir = tempfile.gettempdir()
     tokenizer.check_initialized()
+    import jieba_fast.posseg as posseg
+
+    if fresh:
+        _write_tables(path, (tokenizer.FREQ, tokenizer.total, posseg.dt.word_tag_tab))
+    return tokenizer, posseg.dt
+
+
+def _read_tables(path: Path) -> tuple[dict[str, int], int, dict[str, str]] | None:
+    try:
+        tables = marshal.loads(path.read_bytes())
+        freq, total, tags = tables
+    except (OSError, EOFError, ValueError, TypeError):
+        return None  # missing or damaged: built again
+    if isinstance(freq, dict) and isinstance(total, int) and isinstance(tags, dict) and tags:
+        return freq, total, tags
+    return None
+
+
+def _write_tables(path: Path, tables: tuple[dict[str, int], int, dict[str, str]]) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".jieba-")
         with os.fdopen(fd, "wb") as out:
-            out.write(marshal.dumps((tokenizer.FREQ, tokenizer.total)))
+            out.write(marshal.dumps(tables))
         os.replace(tmp, path)
     except OSError as exc:
         if tmp is not None:
