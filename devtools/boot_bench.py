@@ -238,6 +238,21 @@ def say_once(
     }
 
 
+#: A fresh interpreter importing torch: most of every boot, and a gauge of how fast the
+#: machine is at the moment (shared machines drift by half from one minute to the next).
+YARDSTICK_CODE = (
+    "import time; t = time.perf_counter(); import torch; print(time.perf_counter() - t)"
+)
+
+
+def torch_import_s() -> float:
+    """Seconds a fresh interpreter takes to import torch (the boot figures' yardstick)."""
+    out = subprocess.run(
+        [sys.executable, "-c", YARDSTICK_CODE], capture_output=True, text=True, timeout=120
+    )
+    return float(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 else float("nan")
+
+
 def bench_boot(
     setup: BootSetup,
     backends: Sequence[str] = BOOT_BACKENDS,
@@ -271,7 +286,7 @@ def bench_boot(
                     with busy:
                         for i in range(repeats):
                             run = say_once(setup, backend, work, threads=threads)
-                            run.update(cpu_load=load, repeat=i + 1)
+                            run.update(cpu_load=load, repeat=i + 1, torch_import_s=torch_import_s())
                             log.info(
                                 "%s (%s) run %d: first audio %.2f s after process start, "
                                 "%.2f s CPU",
@@ -329,6 +344,8 @@ def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         row["rtf"] = round(statistics.median(r["rtf"] for r in group), 4)
         loads = [r["load_avg"] for r in group if r["load_avg"] is not None]
         row["load_avg"] = max(loads) if loads else None
+        yardsticks = [r["torch_import_s"] for r in group if r.get("torch_import_s", -1) >= 0]
+        row["torch_import_s"] = round(statistics.median(yardsticks), 3) if yardsticks else None
         row["passed"] = row["first_audio_since_start_s"]["median"] < BOOT_TARGET_S
         rows.append(row)
     return rows
@@ -349,8 +366,8 @@ def format_result(result: dict[str, Any]) -> str:
     ]
     head = (
         f"{'backend':12} {'load':9} {'precision':9} {'since start s (min/med/max)':>27} "
-        f"{'CPU s (min/med/max)':>21} {'after text':>10} {'RTF':>6} {'loadavg':>7}  "
-        f"target < {result['target_s']:g} s"
+        f"{'CPU s (min/med/max)':>21} {'after text':>10} {'RTF':>6} {'loadavg':>7} "
+        f"{'torch import':>12}  target < {result['target_s']:g} s"
     )
     if result["summary"]:
         lines += [head, "-" * len(head)]
@@ -361,10 +378,16 @@ def format_result(result: dict[str, Any]) -> str:
             f"{row['backend']:12} {row['cpu_load']:9} {row['precision']:9} "
             f"{_spread(since):>27} {_spread(cpu):>21} "
             f"{row['first_audio_after_text_s']:>9.2f}s {row['rtf']:>6.2f} "
-            f"{_fmt(row['load_avg']):>7}  {verdict} (median)"
+            f"{_fmt(row['load_avg']):>7} {_fmt(row.get('torch_import_s')):>11}s  "
+            f"{verdict} (median)"
         )
     for error in result["errors"]:
         lines.append(f"{error['backend']}: not measured: {error['error']}")
+    if result["summary"]:
+        lines.append(
+            "torch import: a fresh interpreter importing torch after each run (median), the "
+            "machine's speed at the time"
+        )
     return "\n".join(lines)
 
 
