@@ -1,8 +1,10 @@
-"""Pretrained helper models of GPT-SoVITS, loaded offline through transformers.
+"""Pretrained helper models of GPT-SoVITS, loaded offline from local folders.
 
-- BertFeaturizer: per-phone BERT features of Mandarin text (chinese-roberta-wwm-ext-large).
+- BertFeaturizer: per-phone BERT features of Mandarin text (chinese-roberta-wwm-ext-large),
+  on the project's own encoder (`bert_model`) and tokenizer (`bert_tokenizer`): a box never
+  imports transformers.
 - HubertEncoder / prompt_tokens: semantic prompt tokens of the reference clip
-  (chinese-hubert-base + the SoVITS model's quantizer).
+  (chinese-hubert-base through transformers + the SoVITS model's quantizer; workstation only).
 - load_audio: WAV reading and soxr HQ resampling as the reference's librosa does it.
 """
 
