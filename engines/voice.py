@@ -304,38 +304,41 @@ class Voice:
         # The runtime opens its graphs (native code that releases the GIL) on a second
         # core while this thread reads the prompt, BERT and the dictionaries: the three
         # together are most of a box's boot, and none needs the others.
-        with ThreadPoolExecutor(1, thread_name_prefix=f"load-{config.id}") as pool:
-            pending = pool.submit(
-                load_voice_runtime,
-                None,
-                backend,
-                backend_options,
-                models=models,
-                sources=sources,
-                graphs_dir=folder / GRAPHS_DIR,
-                export=export,
-            )
-            try:
-                prompt = load_prompt(folder / PROMPT_FILE)
-                lexicon = Lexicon.from_file(folder / LEXICON_FILE) if config.lexicon else None
-                frontend = TextFrontend("v1" if config.sovits_version == "v1" else "v2", lexicon)
-                zero_bert = config.text_features == "zeros"
-                bert = None if zero_bert else _load_bert(helpers.bert)
-                # The voice's own language only: its first sentence needs nothing else
-                # (`warm()` loads the rest before a daemon serves visitors).
-                _warm_quietly(frontend, config.defaults.language)
-            except BaseException:
-                _close_quietly(pending)
-                raise
-            ready = time.perf_counter()
-            runtime, selection = pending.result()
-            log.debug(
-                "voice %s: prompt, BERT and dictionaries in %.2f s, then %.2f s waiting for "
-                "the runtime",
-                config.id,
-                ready - start,
-                time.perf_counter() - ready,
-            )
+        pool = ThreadPoolExecutor(1, thread_name_prefix=f"load-{config.id}")
+        pending = pool.submit(
+            load_voice_runtime,
+            None,
+            backend,
+            backend_options,
+            models=models,
+            sources=sources,
+            graphs_dir=folder / GRAPHS_DIR,
+            export=export,
+        )
+        pool.shutdown(wait=False)  # the one job runs on; nothing waits for the pool itself
+        try:
+            prompt = load_prompt(folder / PROMPT_FILE)
+            lexicon = Lexicon.from_file(folder / LEXICON_FILE) if config.lexicon else None
+            frontend = TextFrontend("v1" if config.sovits_version == "v1" else "v2", lexicon)
+            zero_bert = config.text_features == "zeros"
+            bert = None if zero_bert else _load_bert(helpers.bert)
+            # The voice's own language only: its first sentence needs nothing else
+            # (`warm()` loads the rest before a daemon serves visitors).
+            _warm_quietly(frontend, config.defaults.language)
+        except BaseException:
+            # Report at once (a bad BERT folder must not wait for a graph export); the
+            # runtime, when it is done, is closed by whoever finishes it.
+            pending.add_done_callback(_close_quietly)
+            raise
+        ready = time.perf_counter()
+        runtime, selection = pending.result()
+        log.debug(
+            "voice %s: prompt, BERT and dictionaries in %.2f s, then %.2f s waiting for "
+            "the runtime",
+            config.id,
+            ready - start,
+            time.perf_counter() - ready,
+        )
         _check_versions(folder, config, runtime.gpt_version, runtime.sovits_version, "runtime")
         identity = f"{config.id}:v{config.version}:{config.gpt_sha256}:{config.sovits_sha256}"
         voice = cls(
@@ -690,10 +693,9 @@ def _warm_quietly(frontend: TextFrontend, language: str) -> None:
 
 def _close_quietly(pending: Future[tuple[VoiceRuntime, Selection | None]]) -> None:
     """Free a runtime that finished loading for a voice that failed to load."""
-    try:
-        runtime, _ = pending.result()
-    except BaseException:  # the first error is the one to report
-        return
+    if pending.cancelled() or pending.exception() is not None:
+        return  # the first error is the one to report
+    runtime, _ = pending.result()
     close = getattr(runtime, "close", None)
     if callable(close):
         close()

@@ -244,3 +244,38 @@ def test_precomputed_features_stand_in_for_bert(voice: Voice) -> None:
         voice.synthesize("", segments=segments, features=[*zeros, zeros[0]])
     with pytest.raises(ValueError, match="phones; rebuild the pack"):
         voice.synthesize("", segments=segments, features=[z[:, :1] for z in zeros])
+
+
+def test_a_load_error_is_reported_at_once_and_the_runtime_freed_later(
+    folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The runtime loads on a worker thread: an error in this thread's part (here a damaged
+    prompt) must not wait for it (a graph export takes minutes), and the runtime it makes
+    anyway is closed, not leaked."""
+    import time
+
+    import engines.voice as voice_module
+
+    broken = tmp_path / "v"
+    broken.mkdir()
+    for name in ("gpt.ckpt", "sovits.pth", CONFIG_FILE):
+        (broken / name).symlink_to(folder / name)
+    (broken / PROMPT_FILE).write_bytes(b"not a prompt")
+    closed = threading.Event()
+
+    class SlowRuntime:
+        gpt_version = sovits_version = "v2"
+
+        def close(self) -> None:
+            closed.set()
+
+    def slow_load(*args: object, **kwargs: object) -> tuple[SlowRuntime, None]:
+        time.sleep(1.5)
+        return SlowRuntime(), None
+
+    monkeypatch.setattr(voice_module, "load_voice_runtime", slow_load)
+    start = time.perf_counter()
+    with pytest.raises(VoiceFolderError):
+        Voice.load(broken, backend="torch-eager")
+    assert time.perf_counter() - start < 1.0
+    assert closed.wait(10)
