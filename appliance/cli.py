@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from engines.backends import ort_sessions
 from engines.backends.errors import BackendUnavailableError
 from engines.gc_tables import permanent
 from engines.threads import configure_torch
@@ -61,7 +62,7 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_graphs_early(argv: Sequence[str]) -> None:
+def _open_graphs_early(argv: Sequence[str]) -> bool:
     """Start opening a voice folder's ONNX graphs before torch loads (a second of boot).
 
     Only for `kiosk say --voice-folder` on ONNX Runtime (forced, or "auto" on a
@@ -77,19 +78,18 @@ def _open_graphs_early(argv: Sequence[str]) -> None:
     try:
         known, _ = early.parse_known_args(argv)
     except SystemExit:  # odd arguments: the real parser reports them
-        return
+        return False
     if known.command != "say" or not known.voice_folder:
-        return
+        return False
     if known.backend not in ("auto", "onnxruntime"):
-        return
-    from engines.backends import ort_sessions
-
+        return False
     if known.backend == "auto" and ort_sessions.gpu_present():
-        return
+        return False
     try:
-        ort_sessions.open_early(Path(known.voice_folder) / GRAPHS_DIR)
+        return ort_sessions.open_early(Path(known.voice_folder) / GRAPHS_DIR) > 0
     except Exception:  # only a head start: the real load reports any problem
         log.debug("graphs not opened early", exc_info=True)
+        return False
 
 
 def _say(args: argparse.Namespace) -> int:
@@ -264,7 +264,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         configure_torch()
         return _delegated(argv[0], argv[1:])
-    _open_graphs_early(argv)
+    early = _open_graphs_early(argv)
+    try:
+        return _run(argv)
+    finally:
+        if early:  # sessions nobody took: cancel those not begun (see `open_early`)
+            ort_sessions.drop_early()
+
+
+def _run(argv: Sequence[str]) -> int:
     with permanent():  # the engine's modules and tables live as long as the process
         parser = build_parser()
     args = parser.parse_args(argv)

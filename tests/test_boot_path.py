@@ -153,7 +153,12 @@ def test_cli_opens_graphs_early_only_for_say_on_onnxruntime(
     from appliance import cli
 
     asked: list[Path] = []
-    monkeypatch.setattr(ort_sessions, "open_early", lambda folder, **kw: asked.append(folder))
+
+    def fake_open_early(folder: Path, **kw: object) -> int:
+        asked.append(folder)
+        return 4
+
+    monkeypatch.setattr(ort_sessions, "open_early", fake_open_early)
     monkeypatch.setattr(ort_sessions, "gpu_present", lambda: False)
     voice = str(tmp_path / "v")
     cli._open_graphs_early(["say", "--voice-folder", voice, "--text", "你好", "-o", "x.wav"])
@@ -165,6 +170,48 @@ def test_cli_opens_graphs_early_only_for_say_on_onnxruntime(
     monkeypatch.setattr(ort_sessions, "gpu_present", lambda: True)
     cli._open_graphs_early(["say", "--voice-folder", voice])  # auto picks the GPU there
     assert len(asked) == 2
+
+
+def test_an_exit_waits_for_one_session_not_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that stops early (a usage error) must not kill ONNX Runtime mid-way (that
+    aborts it, exit 134): the opener is not a daemon thread, and `drop_early` leaves it only
+    the session it is opening."""
+    import threading
+    import time
+
+    folder = _export_folder(tmp_path)
+    opened: list[str] = []
+    real = ort_sessions._new_session
+
+    def slow(path: Path, *args: object) -> object:
+        time.sleep(0.3)
+        opened.append(path.name)
+        return real(path, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ort_sessions, "_new_session", slow)
+    ort_sessions.open_early(folder, providers=[ort_sessions.CPU_EP])
+    (opener,) = [t for t in threading.enumerate() if t.name == "ort-open-early"]
+    assert not opener.daemon
+    time.sleep(0.1)
+    ort_sessions.drop_early()
+    opener.join(5)
+    assert not opener.is_alive() and len(opened) == 1
+
+
+def test_the_cli_drops_early_sessions_on_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from appliance import cli
+
+    dropped: list[bool] = []
+    monkeypatch.setattr(ort_sessions, "gpu_present", lambda: False)
+    monkeypatch.setattr(ort_sessions, "open_early", lambda folder, **kw: 4)
+    monkeypatch.setattr(ort_sessions, "drop_early", lambda: dropped.append(True))
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["say", "--voice-folder", str(tmp_path), "--seed", "not a number"])
+    assert exit_.value.code == 2 and dropped == [True]
 
 
 def test_permanent_freezes_and_restores_the_collector() -> None:

@@ -159,7 +159,10 @@ def open_early(
                 future.set_exception(exc)
 
     if jobs:
-        threading.Thread(target=work, name="ort-open-early", daemon=True).start()
+        # Not a daemon thread: a process that exits (even on a usage error) waits for the
+        # session being opened instead of killing ONNX Runtime mid-way, which aborts the
+        # process.  `drop_early` cancels the ones not begun, so the wait is one session.
+        threading.Thread(target=work, name="ort-open-early").start()
         log.debug("opening %d graphs of %s early", len(jobs), folder)
     return len(jobs)
 
