@@ -31,7 +31,6 @@ GOLDEN_PARAMS = SamplingParams(top_k=1, top_p=1.0, temperature=1.0, repetition_p
 GOLDEN_EARLY_STOP = 39
 
 #: Kept as a marker name so the golden tests stay easy to find; the data is in the repo.
-needs_goldens = pytest.mark.usefixtures()
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -97,7 +96,6 @@ def test_config_versions_and_official_dict() -> None:
         GPTConfig(eos_id=3)
 
 
-@needs_goldens
 @pytest.mark.parametrize("version", VERSIONS)
 def test_from_official_matches_stock_config(version: str, official_keys: dict[str, Any]) -> None:
     official = {"model": official_keys[version]["model_config"], "data": {"max_sec": 54}}
@@ -105,7 +103,6 @@ def test_from_official_matches_stock_config(version: str, official_keys: dict[st
 
 
 # ----------------------------------------------------------------- key layout
-@needs_goldens
 @pytest.mark.parametrize("version", VERSIONS)
 def test_state_dict_matches_official_keys(version: str, official_keys: dict[str, Any]) -> None:
     keys = official_keys[version]["keys"]
@@ -130,7 +127,6 @@ def test_load_accepts_prefixed_and_plain_keys() -> None:
 
 
 # -------------------------------------------------------------- golden parity
-@needs_goldens
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("case", CASES)
 def test_embeddings_match_golden(
@@ -148,7 +144,6 @@ def test_embeddings_match_golden(
     assert _max_diff(audio[0], golden["audio_pos_prefill"]) < ATOL
 
 
-@needs_goldens
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("case", CASES)
 def test_logits_and_hidden_match_golden(version: str, case: str, golden_runs: dict) -> None:
@@ -162,7 +157,6 @@ def test_logits_and_hidden_match_golden(version: str, case: str, golden_runs: di
     assert _max_diff(result.hidden, golden["hidden_all"]) < ATOL
 
 
-@needs_goldens
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize("case", CASES)
 def test_tokens_and_stop_match_golden(version: str, case: str, golden_runs: dict) -> None:
@@ -178,7 +172,6 @@ def test_tokens_and_stop_match_golden(version: str, case: str, golden_runs: dict
 
 
 # --------------------------------------------------------------------- cache
-@needs_goldens
 def test_static_cache_matches_full_recompute(
     models: dict[str, Text2SemanticModel], golden_runs: dict
 ) -> None:

@@ -35,7 +35,6 @@ SEED = 1
 ATOL = 1e-4
 
 #: Kept as a marker name so the golden tests stay easy to find; the data is in the repo.
-needs_goldens = pytest.mark.usefixtures()
 
 
 @dataclass
@@ -89,14 +88,12 @@ def assert_close(actual: torch.Tensor, expected: np.ndarray, atol: float = ATOL)
 # ---------------------------------------------------------------- goldens
 
 
-@needs_goldens
 def test_reference_spectrogram(case: Case) -> None:
     with torch.no_grad():
         spec = reference_spectrogram(case.tensor("ref_wav")[None])
     np.testing.assert_allclose(spec.numpy(), case.golden["ref_spec"], rtol=1e-5, atol=1e-4)
 
 
-@needs_goldens
 def test_timbre(case: Case) -> None:
     assert_close(case.timbre.ge_ref, case.golden["ge_ref"])
     assert_close(case.timbre.ge, case.golden["ge"])
@@ -108,7 +105,6 @@ def test_timbre(case: Case) -> None:
         assert case.timbre.ge_text is case.timbre.ge
 
 
-@needs_goldens
 def test_prior_and_flow(case: Case) -> None:
     assert_close(case.speed1.m_p, case.golden["m_p_speed1"])
     assert_close(case.speed1.logs_p, case.golden["logs_p_speed1"])
@@ -117,7 +113,6 @@ def test_prior_and_flow(case: Case) -> None:
     assert torch.equal(case.speed1.z_p, case.speed1.m_p)
 
 
-@needs_goldens
 def test_audio(case: Case) -> None:
     assert_close(case.speed1.audio[0, 0], case.golden["audio_speed1"])
     assert_close(case.speed125.audio[0, 0], case.golden["audio_speed1_25"])
@@ -125,7 +120,6 @@ def test_audio(case: Case) -> None:
     assert case.speed1.audio.shape[-1] == case.golden["codes"].shape[-1] * 1280
 
 
-@needs_goldens
 def test_extract_latent(case: Case) -> None:
     with torch.no_grad():
         codes = case.model.extract_latent(case.tensor("ssl"))
@@ -133,7 +127,6 @@ def test_extract_latent(case: Case) -> None:
     assert np.array_equal(codes.numpy(), case.golden["latent_codes"])
 
 
-@needs_goldens
 def test_noise_uses_generator(case: Case) -> None:
     m_p, logs_p = case.speed1.m_p, case.speed1.logs_p
     draws = []
@@ -146,7 +139,6 @@ def test_noise_uses_generator(case: Case) -> None:
     assert torch.equal(case.model.sample_prior(m_p, logs_p, 0.5, noise=eps), draws[0])
 
 
-@needs_goldens
 def test_decode_with_noise(case: Case) -> None:
     # 10 codes keep it cheap; this exercises the public `decode` with its RNG path.
     codes, text_ids = case.tensor("codes")[..., :10], case.tensor("text_ids")
@@ -164,7 +156,6 @@ def test_decode_with_noise(case: Case) -> None:
     assert torch.isfinite(runs[0]).all()
 
 
-@needs_goldens
 def test_fold_weight_norm_keeps_audio(case: Case) -> None:
     folded = copy.deepcopy(case.model)
     assert folded.fold_weight_norm() > 0
@@ -178,7 +169,6 @@ def test_fold_weight_norm_keeps_audio(case: Case) -> None:
     assert_close(audio[0, 0], case.golden["audio_speed1"])
 
 
-@needs_goldens
 def test_pro_requires_sv_embedding(case: Case) -> None:
     spec = case.tensor("ref_spec")
     if case.version in PRO:
@@ -189,7 +179,6 @@ def test_pro_requires_sv_embedding(case: Case) -> None:
             assert torch.equal(case.model.timbre(spec).ge, case.timbre.ge)
 
 
-@needs_goldens
 def test_average_of_one_timbre_is_identity(case: Case) -> None:
     with torch.no_grad():
         avg = case.model.average_timbre([case.timbre])
@@ -197,7 +186,6 @@ def test_average_of_one_timbre_is_identity(case: Case) -> None:
     assert torch.allclose(avg.ge_text, case.timbre.ge_text, atol=1e-6)
 
 
-@needs_goldens
 def test_load_official_state_dict_drops_enc_q(case: Case) -> None:
     before = case.model.state_dict()
     # float64 round-trips float32 exactly, so the cast can be checked without changing weights.
