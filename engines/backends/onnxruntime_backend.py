@@ -58,10 +58,10 @@ from engines.voice_models import VoiceModels
 from .ort_sessions import (
     CUDA_EP,
     GPT_PRECISIONS,
-    _ort,
     choose_providers,
     decode_choice,
     drop_early,
+    onnxruntime_module,
     open_session,
 )
 
@@ -366,7 +366,7 @@ class OnnxRuntimeBackend:
 
     def availability(self) -> tuple[bool, str]:
         try:
-            ort = _ort()
+            ort = onnxruntime_module()
         except ImportError as exc:
             return False, f"onnxruntime is not installed ({exc})"
         providers = ort.get_available_providers()

@@ -40,7 +40,8 @@ class GraphMismatchError(RuntimeError):
     """A graph file loads but is not the graph we expect (foreign or outdated)."""
 
 
-def _ort() -> Any:
+def onnxruntime_module() -> Any:
+    """onnxruntime, imported on first use (a box without it still runs torch eager)."""
     import onnxruntime
 
     return onnxruntime
@@ -48,7 +49,7 @@ def _ort() -> Any:
 
 def session_options(intra_op_threads: int | None = None) -> Any:
     """Sequential execution, full graph optimisation, `intra_op_threads` (default: cores)."""
-    ort = _ort()
+    ort = onnxruntime_module()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -61,7 +62,7 @@ def session_options(intra_op_threads: int | None = None) -> Any:
 
 def choose_providers(preferred: Sequence[str] | None = None) -> list[str]:
     """CUDA EP first when this onnxruntime build has it, CPU always last."""
-    available = _ort().get_available_providers()
+    available = onnxruntime_module().get_available_providers()
     wanted = list(preferred) if preferred is not None else [CUDA_EP, CPU_EP]
     chosen = [p for p in wanted if p in available]
     return chosen if CPU_EP in chosen else [*chosen, CPU_EP]
@@ -114,7 +115,7 @@ def _key(path: Path, providers: Sequence[str], intra_op_threads: int | None) -> 
 
 
 def _new_session(path: Path, providers: Sequence[str], intra_op_threads: int | None) -> Any:
-    return _ort().InferenceSession(
+    return onnxruntime_module().InferenceSession(
         str(path), sess_options=session_options(intra_op_threads), providers=list(providers)
     )
 
@@ -220,6 +221,7 @@ __all__ = [
     "decode_choice",
     "drop_early",
     "gpu_present",
+    "onnxruntime_module",
     "open_early",
     "open_session",
     "session_options",
