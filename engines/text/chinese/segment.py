@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import marshal
 import os
+import sqlite3
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
@@ -28,14 +28,20 @@ from engines.gc_tables import permanent
 #: Tag given to custom-lexicon words: a common noun, like most dictionary words.
 LEXICON_TAG = "n"
 
-_lock = threading.Lock()
+#: Layout of the word table file; another value means "build it again".
+TABLE_FORMAT = "kiosk-jieba-1"
+# Parameters per lookup query (SQLite's smallest compiled-in limit is 999).
+_QUERY_PARAMS = 900
 
+_load_lock = threading.Lock()
+# jieba's tokenizers are shared; a cut swaps in its own small tables, so cuts take turns.
+_cut_lock = threading.Lock()
 
 log = logging.getLogger(__name__)
 
 
 def cache_dir() -> Path:
-    """Where the prefix dictionary is cached: the kiosk's cache folder, which outlives a boot.
+    """Where the word table file is kept: the kiosk's cache folder, which outlives a boot.
 
     jieba's own default is the temporary folder, which a service with a private
     /tmp loses at every restart (and then spends seconds rebuilding it).
@@ -44,92 +50,233 @@ def cache_dir() -> Path:
     return Path(base) / "kiosk" / "text"
 
 
+class _MemoryTables:
+    """jieba's own tables, whole in memory: the fallback when no table file can be used."""
+
+    def __init__(self, freq: dict[str, int], tags: dict[str, str]) -> None:
+        self.freq, self.tags = freq, tags
+
+    def for_text(self, text: str) -> tuple[dict[str, int], dict[str, str]]:
+        return self.freq, self.tags
+
+
+class _FileTables:
+    """The same tables in an SQLite file, looked up per text instead of loaded whole.
+
+    jieba only ever asks its prefix dictionary and tag table about pieces of
+    the text it cuts, so the words of the file that occur in the text, as
+    small dicts, give exactly the cut that the whole tables give.  Loading the
+    whole tables took 0.4 s of every boot and about 100 MB for life; one
+    lookup is a few milliseconds.
+    """
+
+    def __init__(self, db: sqlite3.Connection, longest: int) -> None:
+        self.db, self.longest = db, longest
+
+    def for_text(self, text: str) -> tuple[dict[str, int], dict[str, str]]:
+        pieces = sorted(
+            {
+                text[i:j]
+                for i in range(len(text))
+                for j in range(i + 1, min(len(text), i + self.longest) + 1)
+            }
+        )
+        freq: dict[str, int] = {}
+        tags: dict[str, str] = {}
+        for at in range(0, len(pieces), _QUERY_PARAMS):
+            batch = pieces[at : at + _QUERY_PARAMS]
+            marks = ",".join("?" * len(batch))
+            rows = self.db.execute(
+                f"SELECT word, freq, tag FROM words WHERE word IN ({marks})", batch
+            )
+            for word, count, tag in rows:
+                if count is not None:
+                    freq[word] = count
+                if tag is not None:
+                    tags[word] = tag
+        return freq, tags
+
+
+class _Segmenter:
+    """jieba's tokenizer and tagger, with the tables each cut needs swapped in."""
+
+    def __init__(self, jieba_fast: Any, tables: _MemoryTables | _FileTables) -> None:
+        import jieba_fast.posseg as posseg  # loaded by now, over the chosen tables
+
+        self.jieba = jieba_fast
+        self.tokenizer = jieba_fast.dt
+        self.tagger = posseg.dt
+        self.tables = tables
+
+    def _use(self, text: str) -> None:
+        try:
+            freq, tags = self.tables.for_text(text)
+        except sqlite3.Error as exc:  # damaged after it was opened: jieba's own tables
+            log.warning("jieba word table unreadable (%s): loading jieba's dictionary", exc)
+            self.tables = _load_in_memory(self.jieba)
+            freq, tags = self.tables.for_text(text)
+        self.tokenizer.FREQ = freq
+        self.tagger.word_tag_tab = tags
+
+    def tagged(self, text: str) -> list[tuple[str, str]]:
+        with _cut_lock:
+            self._use(text)
+            return [(pair.word, pair.flag) for pair in self.tagger.lcut(text)]
+
+    def search(self, word: str) -> tuple[str, ...]:
+        with _cut_lock:
+            self._use(word)
+            return tuple(self.tokenizer.cut_for_search(word))
+
+
 @cache
-def _jieba() -> tuple[Any, Any]:
-    """(jieba tokenizer, POS tokenizer), loaded on first use (a quarter of a second, cached)."""
-    with _lock, permanent():
+def _segmenter() -> _Segmenter:
+    """jieba with its tables, loaded on first use (milliseconds with the table file)."""
+    with _load_lock, permanent():
         import jieba_fast
 
         jieba_fast.setLogLevel(logging.WARNING)
-        return _load_tables(jieba_fast)
+        return _Segmenter(jieba_fast, _load_tables(jieba_fast))
 
 
-def _load_tables(jieba_fast: Any) -> tuple[Any, Any]:
-    """jieba's prefix dictionary and word tags from our cache, else built and cached.
-
-    Both come from jieba's `dict.txt`: the prefix dictionary (jieba caches it
-    itself, but reads its cache in thousands of small reads, about five times
-    slower than one read and `marshal.loads`) and the word -> part-of-speech
-    table that `jieba_fast.posseg` parses from the text file at import (0.4 s).
-    With a cache, posseg is imported over an empty dictionary stream and given
-    the cached table.  The cache is keyed by the dictionary file's path, size
-    and time, so an upgraded dictionary rebuilds it; a damaged one is rebuilt.
-    """
-    tokenizer = jieba_fast.dt
+def _table_path(tokenizer: Any) -> Path:
+    """The table file for jieba's dictionary, keyed by its path, size and time, so an
+    upgraded dictionary gets a new file."""
     with tokenizer.get_dict_file() as dictionary:
         source = Path(dictionary.name)
     stat = source.stat()
     key = hashlib.sha256(f"{source}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    path = cache_dir() / f"jieba-{key}.marshal"
+    return cache_dir() / f"jieba-{key}.sqlite"
+
+
+def _load_tables(jieba_fast: Any) -> _MemoryTables | _FileTables:
+    """The table file if it is sound, else jieba's tables built the slow way and written
+    to a new file for the next start.
+
+    With the file, jieba is left with an empty prefix dictionary, and
+    `jieba_fast.posseg` is imported over an empty dictionary stream instead of
+    parsing `dict.txt` (0.4 s).
+    """
+    tokenizer = jieba_fast.dt
+    path = _table_path(tokenizer)
     fresh = not tokenizer.initialized and "jieba_fast.posseg" not in sys.modules
-    tables = _read_tables(path) if fresh else None
-    if tables is not None:
-        freq, total, tags = tables
-        tokenizer.FREQ, tokenizer.total, tokenizer.initialized = freq, total, True
+    opened = _open_tables(path) if fresh else None
+    if opened is not None:
+        tables, total = opened
+        tokenizer.FREQ, tokenizer.total, tokenizer.initialized = {}, total, True
         tokenizer.get_dict_file = lambda: io.BytesIO(b"")  # posseg's import-time parse
         try:
-            import jieba_fast.posseg as posseg
+            import jieba_fast.posseg
         finally:
             del tokenizer.get_dict_file
-        posseg.dt.word_tag_tab = tags
-        return tokenizer, posseg.dt
+        return tables
+    tables = _load_in_memory(jieba_fast)
+    if fresh:
+        _write_tables(path, tables.freq, tokenizer.total, tables.tags)
+    return tables
+
+
+def _load_in_memory(jieba_fast: Any) -> _MemoryTables:
+    """jieba's own prefix dictionary and posseg's tag table, parsed from `dict.txt`."""
+    tokenizer = jieba_fast.dt
+    if not tokenizer.FREQ:  # emptied for the table file, or never loaded
+        tokenizer.initialized = False
     tokenizer.tmp_dir = tempfile.gettempdir()
     tokenizer.check_initialized()
+    freq = tokenizer.FREQ
+    fresh_posseg = "jieba_fast.posseg" not in sys.modules
     import jieba_fast.posseg as posseg
 
-    if fresh:
-        _write_tables(path, (tokenizer.FREQ, tokenizer.total, posseg.dt.word_tag_tab))
-    return tokenizer, posseg.dt
+    if not fresh_posseg:  # imported over an empty stream: parse the tags now
+        posseg.dt.word_tag_tab = {}
+        posseg.dt.load_word_tag(tokenizer.get_dict_file())
+    return _MemoryTables(freq, posseg.dt.word_tag_tab)
 
 
-def _read_tables(path: Path) -> tuple[dict[str, int], int, dict[str, str]] | None:
+def _open_tables(path: Path) -> tuple[_FileTables, int] | None:
+    """The table file opened read-only with jieba's word total, or None if it is missing,
+    of another format, or damaged (then it is built again)."""
+    if not path.is_file():
+        return None
     try:
-        tables = marshal.loads(path.read_bytes())
-        freq, total, tags = tables
-    except (OSError, EOFError, ValueError, TypeError):
-        return None  # missing or damaged: built again
-    if isinstance(freq, dict) and isinstance(total, int) and isinstance(tags, dict) and tags:
-        return freq, total, tags
+        db = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
+    except sqlite3.Error:
+        return None
+    try:
+        meta = dict(db.execute("SELECT key, value FROM meta"))
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        whole = path.stat().st_size >= pages * page_size  # a cut-short file is not
+        if meta.get("format") == TABLE_FORMAT and whole:
+            total, longest = int(meta["total"]), int(meta["longest"])
+            if total > 0 and longest > 0:
+                return _FileTables(db, longest), total
+    except (sqlite3.Error, OSError, KeyError, ValueError):
+        pass
+    db.close()
     return None
 
 
-def _write_tables(path: Path, tables: tuple[dict[str, int], int, dict[str, str]]) -> None:
+def _rows(
+    freq: dict[str, int], tags: dict[str, str]
+) -> Iterable[tuple[str, int | None, str | None]]:
+    for word, count in freq.items():
+        yield word, count, tags.get(word)
+    for word, tag in tags.items():
+        if word not in freq:
+            yield word, None, tag
+
+
+def _write_tables(path: Path, freq: dict[str, int], total: int, tags: dict[str, str]) -> None:
+    """Write the table file whole under a temporary name, then rename it into place, so a
+    power cut leaves either no file or a complete one."""
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".jieba-")
-        with os.fdopen(fd, "wb") as out:
-            out.write(marshal.dumps(tables))
+        os.close(fd)
+        db = sqlite3.connect(tmp)
+        try:
+            db.execute("PRAGMA journal_mode=OFF")
+            db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            db.execute(
+                "CREATE TABLE words (word TEXT PRIMARY KEY, freq INTEGER, tag TEXT) WITHOUT ROWID"
+            )
+            longest = max(map(len, [*freq, *tags]))
+            db.executemany(
+                "INSERT INTO meta VALUES (?, ?)",
+                [("format", TABLE_FORMAT), ("total", str(total)), ("longest", str(longest))],
+            )
+            db.executemany("INSERT INTO words VALUES (?, ?, ?)", _rows(freq, tags))
+            db.commit()
+        finally:
+            db.close()
+        with open(tmp, "rb") as written:
+            os.fsync(written.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+        tmp = None
+        for old in path.parent.glob("jieba-*.marshal"):  # the previous cache format
+            old.unlink(missing_ok=True)
+    except (OSError, sqlite3.Error) as exc:
+        log.info("jieba word table not written to %s (%s)", path.parent, exc)
+    finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)  # a read-only cache only costs time at the next start
-        log.info("jieba dictionary cache not written to %s (%s)", path.parent, exc)
 
 
 def warm_up() -> None:
-    """Load jieba's dictionary now rather than on the first sentence."""
-    _jieba()
+    """Load jieba and its tables now rather than on the first sentence."""
+    _segmenter()
 
 
 def tagged_words(sentence: str, fixed: Sequence[tuple[int, int]] = ()) -> list[tuple[str, str]]:
     """Words of `sentence` with jieba tags; the (start, end) spans in `fixed` stay whole."""
-    _, tagger = _jieba()
+    segmenter = _segmenter()
     words: list[tuple[str, str]] = []
     at = 0
     for start, end in [*fixed, (len(sentence), len(sentence))]:
         if start > at:
-            words += [(pair.word, pair.flag) for pair in tagger.lcut(sentence[at:start])]
+            words += segmenter.tagged(sentence[at:start])
         if end > start:
             words.append((sentence[start:end], LEXICON_TAG))
         at = end
@@ -139,5 +286,4 @@ def tagged_words(sentence: str, fixed: Sequence[tuple[int, int]] = ()) -> list[t
 @lru_cache(maxsize=65536)
 def search_pieces(word: str) -> tuple[str, ...]:
     """jieba's search-mode cut of `word`: its known sub-words, then the words themselves."""
-    tokenizer, _ = _jieba()
-    return tuple(tokenizer.cut_for_search(word))
+    return _segmenter().search(word)
