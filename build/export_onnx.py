@@ -56,6 +56,7 @@ from engines.onnx_graphs.contract import (
     MANIFEST,
     OPTIONAL_GRAPHS,
     Sources,
+    data_file_name,
     families_of,
     file_sha256,
     graph_code_fingerprint,
@@ -77,6 +78,8 @@ from .log_levels import quieted
 log = logging.getLogger(__name__)
 
 OPSET = 18
+#: Tensors from this size on are written to the graph's weights file, not into the graph.
+WEIGHTS_APART_BYTES = 1024
 #: Exporter per model.  The TorchScript exporter is 3-4x faster on the GPT
 #: (about 15 s vs 50 s per graph here) and its GPT graphs pass every parity check.
 #: On the SoVITS encoder it produced a *wrong* graph (its transpose folding
@@ -123,6 +126,8 @@ class GraphInfo:
     validation: dict[str, Any] | None = None
     #: Uses ONNX Runtime CPU operators (int8 MatMulNBits): TensorRT skips it.
     cpu_only: bool = False
+    #: The weights file beside the graph (`<file>.data`) and its SHA-256, if it has one.
+    data: dict[str, str] | None = None
 
     def as_json(self) -> dict[str, Any]:
         out = {
@@ -135,6 +140,8 @@ class GraphInfo:
             out["validation"] = self.validation
         if self.cpu_only:
             out["cpu_only"] = True
+        if self.data is not None:
+            out["data"] = self.data
         return out
 
 
@@ -148,6 +155,7 @@ def describe_graph(
     """The manifest record of a graph file on disk (`model`: its proto, if loaded already)."""
     if model is None:
         model = onnx.load(str(path), load_external_data=False)
+    weights = path.with_name(data_file_name(path.name))
     return GraphInfo(
         name=path.stem,
         file=path.name,
@@ -156,7 +164,37 @@ def describe_graph(
         outputs=_value_info(model.graph.output),
         validation=validation,
         cpu_only=cpu_only,
+        data={"file": weights.name, "sha256": file_sha256(weights)} if weights.is_file() else None,
     )
+
+
+def _save_with_weights_apart(model: onnx.ModelProto, path: Path) -> None:
+    """Write `model` as `path` plus its weights in `<path>.data`, both replacing old files.
+
+    ONNX Runtime opens such a graph in a fraction of the time an inline one
+    takes (0.2-0.3 s less for each 300 MB GPT graph): its protobuf no longer
+    holds the weights.  Both files are written in a scratch folder first, as
+    the graph names its weights file and onnx appends to one that exists.
+    """
+    scratch = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        onnx.save_model(
+            model,
+            str(scratch / path.name),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data_file_name(path.name),
+            size_threshold=WEIGHTS_APART_BYTES,
+        )
+        weights = scratch / data_file_name(path.name)
+        if weights.is_file():
+            shutil.copymode(scratch / path.name, weights)  # onnx creates it private
+            os.replace(weights, path.with_name(weights.name))
+        else:  # nothing large enough to move out
+            path.with_name(weights.name).unlink(missing_ok=True)
+        os.replace(scratch / path.name, path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _value_info(values: Sequence[onnx.ValueInfoProto]) -> list[dict[str, Any]]:
@@ -252,12 +290,13 @@ def export_graph(
         if got_in != tuple(input_names) or got_out != tuple(output_names):
             raise ExportError(f"graph IO {got_in} -> {got_out} is not the expected one")
         seen = _check_numerics(module, tmp, input_names, [args, *check_args], atol)
-        if _settle_output_shapes(model, seen, dynamic_axes):
-            onnx.save(model, str(tmp))
+        _settle_output_shapes(model, seen, dynamic_axes)
+        onnx.load_external_data_for_model(model, str(tmp.parent))
+        _save_with_weights_apart(model, path)
     except Exception as exc:  # onnx and onnxruntime raise several unrelated types
-        tmp.unlink(missing_ok=True)
         raise ExportError(f"{path.name}: exported graph rejected: {exc}") from exc
-    os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     log.info("exported %s in %.1f s (%.1f MB, %s)", path.name, time.monotonic() - started,
              path.stat().st_size / 1e6, exporter)  # fmt: skip
     return describe_graph(path, model=model)
@@ -429,6 +468,7 @@ def _int8_decode(model: Text2SemanticModel, out: Path, *, validate: bool) -> Gra
     path = out / GRAPH_FILES["gpt_decode_int8"]
     try:
         converted = quantize_decode_graph(out / GRAPH_FILES["gpt_decode"], path)
+        _save_with_weights_apart(onnx.load(str(path)), path)  # as the other graphs
         verdict = (
             validate_int8(model, out / GRAPH_FILES["gpt_prefill"], path)
             if validate
@@ -436,6 +476,7 @@ def _int8_decode(model: Text2SemanticModel, out: Path, *, validate: bool) -> Gra
         )
     except Exception as exc:  # the quantiser and ORT raise assorted types
         path.unlink(missing_ok=True)
+        path.with_name(data_file_name(path.name)).unlink(missing_ok=True)
         raise ExportError(f"{path.name}: int8 quantisation failed: {exc}") from exc
     log.info("quantised %s (%d MatMuls) and checked it in %.1f s", path.name, converted,
              time.monotonic() - started)  # fmt: skip
@@ -590,6 +631,9 @@ def export_voice(
             kept = name.split("_", 1)[0] not in families
             if kept and (name not in OPTIONAL_GRAPHS or name in previous["graphs"]):
                 _link_or_copy(out / file_name, staging / file_name)
+                if previous["graphs"][name].get("data"):
+                    weights = data_file_name(file_name)
+                    _link_or_copy(out / weights, staging / weights)
                 graphs[name] = previous["graphs"][name]
         manifest = {
             "format_version": FORMAT_VERSION,
@@ -610,6 +654,8 @@ def export_voice(
             },
             "sources": {k: dict(v) for k, v in sources.items()},
             "graphs": {name: graphs[name] for name in GRAPH_FILES if name in graphs},
+            # every weights file, for readers that hash the whole export (the TensorRT build)
+            "data_files": [g["data"]["file"] for g in graphs.values() if g.get("data")],
         }
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
         if out.exists():

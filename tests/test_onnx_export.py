@@ -37,6 +37,7 @@ from engines.gpt.model import Text2SemanticModel
 from engines.gpt.sampling import SamplingParams
 from engines.onnx_graphs import contract
 from engines.onnx_graphs.contract import GraphsUnavailableError, gpt_config_from_manifest
+from engines.onnx_graphs.files import data_file_name
 from engines.onnx_graphs.ops import TENSORRT_OPS, graph_ops
 from engines.sovits.config import SoVITSConfig
 from engines.sovits.synthesizer import SoVITSModel
@@ -213,6 +214,7 @@ def test_failed_quantisation_leaves_a_usable_fp32_export(
     manifest = export_onnx.export_voice(voice, folder, families=("gpt",))
     assert "gpt_decode_int8" not in manifest["graphs"]
     assert not (folder / GRAPH_FILES["gpt_decode_int8"]).exists()
+    assert not (folder / data_file_name(GRAPH_FILES["gpt_decode_int8"])).exists()
     assert "quantiser exploded" in caplog.text and "decode in FP32" in caplog.text
     assert verify_export(folder, voice_sources(voice)) == []
     assert OnnxRuntimeBackend(tmp_path).open_gpt(folder, voice).precision == "fp32"
@@ -273,6 +275,35 @@ def test_truncated_graph_is_reexported(
     _assert_repaired(backend, voice, folder)
 
 
+def test_weights_apart_recorded_and_checked(
+    cache: tuple[OnnxRuntimeBackend, Path], voice: VoiceModels, exported: Path
+) -> None:
+    manifest = read_manifest(exported)
+    assert manifest is not None
+    for name in ("gpt_prefill", "gpt_decode", "sovits_encoder", "sovits_flow_vocoder"):
+        data = manifest["graphs"][name]["data"]
+        weights = exported / data["file"]
+        assert data["file"] == GRAPH_FILES[name] + ".data"
+        assert data["file"] in manifest["data_files"]
+        assert weights.stat().st_size > 50_000  # the tiny voice's weights
+        mode = (exported / GRAPH_FILES[name]).stat().st_mode
+        assert weights.stat().st_mode & 0o777 == mode & 0o777  # readable as the graph is
+        assert data["sha256"] == contract.file_sha256(weights)
+    assert manifest["graphs"]["gpt_decode_int8"]["data"]["file"] == "gpt_decode_int8.onnx.data"
+    assert not list(exported.glob(".*.onnx.*"))  # no scratch folder left
+    backend, folder = cache
+    weights = folder / data_file_name(GRAPH_FILES["gpt_prefill"])
+    damaged = bytearray(weights.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # one flipped byte in the weights: same size
+    weights.write_bytes(bytes(damaged))
+    assert verify_export(folder, voice_sources(voice)) == [
+        "gpt_prefill: gpt_prefill.onnx.data does not match its recorded SHA-256"
+    ]
+    weights.unlink()
+    assert stale_families(folder, voice_sources(voice)) == {"gpt"}
+    _assert_repaired(backend, voice, folder)
+
+
 def test_wrong_manifest_hash_is_reexported(
     cache: tuple[OnnxRuntimeBackend, Path], voice: VoiceModels
 ) -> None:
@@ -321,7 +352,8 @@ def test_damaged_sovits_graph_reexports_only_sovits(
         # The real SoVITS export costs ~45 s; re-use the good graphs instead.
         exported_families.append("sovits")
         for name in ("sovits_encoder", "sovits_flow_vocoder"):
-            shutil.copy(exported / GRAPH_FILES[name], Path(out_dir) / GRAPH_FILES[name])
+            for file in (GRAPH_FILES[name], data_file_name(GRAPH_FILES[name])):
+                shutil.copy(exported / file, Path(out_dir) / file)
         manifest = read_manifest(exported) or {}
         return {
             name: _Info(manifest["graphs"][name])

@@ -11,7 +11,11 @@ the exporter (or torch's ONNX machinery).  Folder layout::
     gpt_decode_int8.onnx     optional: the same step with 8-bit weights for CPUs
     sovits_encoder.onnx      SoVITSEncoderGraph
     sovits_flow_vocoder.onnx SoVITSFlowVocoderGraph
+    <graph>.onnx.data        the graph's weights (ONNX external data), beside each graph
+                             the exporter writes; the manifest records it and its SHA-256
 
+Weights apart from the graph open 0.2-0.3 s faster per 300 MB GPT graph (the
+protobuf no longer carries them); folders with inline weights stay valid.
 The manifest is the commit marker.  Besides each graph's SHA-256 and IO it
 records the full GPT config and both model versions, so a verified folder is
 enough to run a voice: the torch models are needed only to export.  Graphs are
@@ -36,7 +40,7 @@ from engines.durable_files import atomic_write_bytes
 from engines.gpt.config import GPTConfig
 from engines.voice_models import VoiceModels
 
-from .files import GRAPH_FILES, MANIFEST, OPTIONAL_GRAPHS, read_manifest
+from .files import GRAPH_FILES, MANIFEST, OPTIONAL_GRAPHS, data_file_name, read_manifest
 from .gpt import GPTDecodeGraph, GPTPrefillGraph, cache_input_names
 from .sovits import SoVITSEncoderGraph, SoVITSFlowVocoderGraph
 
@@ -262,7 +266,25 @@ def verify_export(
             )
         if check_hashes and not _has_sha256(path, info.get("sha256")):
             problems.append(f"{name}: {file_name} does not match its recorded SHA-256")
+        data = info.get("data")
+        if data is not None:
+            problems += _data_problems(name, folder, file_name, data, check_hashes)
     return problems
+
+
+def _data_problems(
+    name: str, folder: Path, file_name: str, data: object, check_hashes: bool
+) -> list[str]:
+    """What is wrong with a graph's weights file (its manifest record `data`)."""
+    expected = data_file_name(file_name)
+    if not isinstance(data, dict) or data.get("file") != expected:
+        return [f"{name}: manifest names weights file {data!r}, expected {expected}"]
+    path = folder / expected
+    if not path.is_file():
+        return [f"{name}: weights file {expected} missing"]
+    if check_hashes and not _has_sha256(path, data.get("sha256")):
+        return [f"{name}: {expected} does not match its recorded SHA-256"]
+    return []
 
 
 #: Beside the graphs: the size, mtime and SHA-256 of each file when it last matched.

@@ -22,6 +22,15 @@ GRAPH_FILES: dict[str, str] = {
 OPTIONAL_GRAPHS = frozenset({"gpt_decode_int8"})
 
 
+def data_file_name(graph_file: str) -> str:
+    """The file beside a graph that holds its weights (ONNX external data), if it has one.
+
+    The manifest records it with its SHA-256 under the graph's "data" key; a graph
+    whose weights are inline has none.
+    """
+    return f"{graph_file}.data"
+
+
 def read_manifest(folder: str | Path) -> dict[str, Any] | None:
     """The manifest of an export folder, or None if missing or unreadable."""
     try:
