@@ -28,6 +28,7 @@ from engines.backends.onnxruntime_backend import (
     OnnxRuntimeBackend,
     OrtGPTRuntime,
     OrtSoVITSRuntime,
+    default_cache_dir,
     physical_cores,
 )
 from engines.gpt.decoding import generate
@@ -312,3 +313,17 @@ def test_availability_and_threads() -> None:
     ok, why = OnnxRuntimeBackend().availability()
     assert ok and "CPUExecutionProvider" in why
     assert 1 <= physical_cores() <= (os.cpu_count() or 1)
+
+
+def test_export_cache_follows_the_cache_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The service sets XDG_CACHE_HOME to its CacheDirectory=; exports belong there."""
+    monkeypatch.delenv("KIOSK_ONNX_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert default_cache_dir() == tmp_path / "cache" / "kiosk" / "onnx"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "kiosk" / "onnx"
+    monkeypatch.setenv("KIOSK_ONNX_CACHE", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine"

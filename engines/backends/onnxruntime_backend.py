@@ -70,8 +70,13 @@ log = logging.getLogger(__name__)
 
 #: Where graphs exported on demand are kept, one sub-folder per model pair.
 def default_cache_dir() -> Path:
-    """Where exports are kept: `$KIOSK_ONNX_CACHE`, else `~/.cache/kiosk/onnx`."""
-    return Path(os.environ.get("KIOSK_ONNX_CACHE", Path.home() / ".cache/kiosk/onnx"))
+    """Where exports are kept: `$KIOSK_ONNX_CACHE`, else `kiosk/onnx` in the user's cache
+    folder (`$XDG_CACHE_HOME`, which the service sets to its CacheDirectory=, else
+    `~/.cache`)."""
+    if os.environ.get("KIOSK_ONNX_CACHE"):
+        return Path(os.environ["KIOSK_ONNX_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "kiosk" / "onnx"
 
 
 def physical_cores() -> int:
