@@ -99,3 +99,44 @@ def test_unwritable_cache_still_segments(tmp_path: Path) -> None:
     blocked.write_text("not a folder")
     run = _run(blocked, OWN_SENTENCES[:2])
     assert run["ours"] == run["theirs"] and run["ours"][0][0] == ["欢迎", "v"]
+
+
+FAILING_CODE = """
+import json, sys
+from engines.text.chinese import segment
+texts = json.loads(sys.stdin.read())
+segment.warm_up()
+segmenter = segment._segmenter()
+assert type(segmenter.tables).__name__ == "_FileTables"
+first = segment.tagged_words(texts[0])
+segmenter.tables.db.close()  # the file fails after it was opened
+ours = [[list(w) for w in segment.tagged_words(t)] for t in texts]
+search = [list(segment.search_pieces(w)) for w, _ in ours[-1]]
+import jieba_fast, jieba_fast.posseg
+plain = jieba_fast.Tokenizer()
+tagger = jieba_fast.posseg.POSTokenizer(plain)
+tagger.initialize()
+theirs = [[[p.word, p.flag] for p in tagger.lcut(t)] for t in texts]
+their_search = [list(plain.cut_for_search(w)) for w, _ in theirs[-1]]
+print(json.dumps({"ours": ours, "theirs": theirs, "search": search,
+                  "their_search": their_search, "kind": type(segmenter.tables).__name__}))
+"""
+
+
+def test_a_table_file_failing_mid_run_falls_back_to_jieba_whole(tmp_path: Path) -> None:
+    _run(tmp_path, OWN_SENTENCES[:1])  # writes the file
+    texts = OWN_SENTENCES[1:]
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", FAILING_CODE],
+        input=json.dumps(texts),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stderr
+    run = json.loads(out.stdout.strip().splitlines()[-1])
+    assert run["kind"] == "_MemoryTables"
+    assert run["ours"] == run["theirs"] and run["search"] == run["their_search"]
+    assert "jieba word table unreadable" in out.stderr

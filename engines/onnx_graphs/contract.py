@@ -16,6 +16,7 @@ the exporter (or torch's ONNX machinery).  Folder layout::
 
 Weights apart from the graph open 0.2-0.3 s faster per 300 MB GPT graph (the
 protobuf no longer carries them); folders with inline weights stay valid.
+
 The manifest is the commit marker.  Besides each graph's SHA-256 and IO it
 records the full GPT config and both model versions, so a verified folder is
 enough to run a voice: the torch models are needed only to export.  Graphs are

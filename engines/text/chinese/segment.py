@@ -113,7 +113,7 @@ class _Segmenter:
             freq, tags = self.tables.for_text(text)
         except sqlite3.Error as exc:  # damaged after it was opened: jieba's own tables
             log.warning("jieba word table unreadable (%s): loading jieba's dictionary", exc)
-            self.tables = _load_in_memory(self.jieba)
+            self.tables = _load_in_memory(self.jieba, reload=True)
             freq, tags = self.tables.for_text(text)
         self.tokenizer.FREQ = freq
         self.tagger.word_tag_tab = tags
@@ -176,19 +176,22 @@ def _load_tables(jieba_fast: Any) -> _MemoryTables | _FileTables:
     return tables
 
 
-def _load_in_memory(jieba_fast: Any) -> _MemoryTables:
-    """jieba's own prefix dictionary and posseg's tag table, parsed from `dict.txt`."""
+def _load_in_memory(jieba_fast: Any, *, reload: bool = False) -> _MemoryTables:
+    """jieba's own prefix dictionary and posseg's tag table, parsed from `dict.txt`.
+
+    `reload`: the tokenizer holds some cut's small tables (the file failed after it
+    was opened), so both are loaded again.
+    """
     tokenizer = jieba_fast.dt
-    if not tokenizer.FREQ:  # emptied for the table file, or never loaded
-        tokenizer.initialized = False
+    if reload or not tokenizer.FREQ:  # emptied for the table file, or never loaded
+        tokenizer.FREQ, tokenizer.initialized = {}, False
     tokenizer.tmp_dir = tempfile.gettempdir()
     tokenizer.check_initialized()
     freq = tokenizer.FREQ
-    fresh_posseg = "jieba_fast.posseg" not in sys.modules
+    imported = "jieba_fast.posseg" in sys.modules
     import jieba_fast.posseg as posseg
 
-    if not fresh_posseg:  # imported over an empty stream: parse the tags now
-        posseg.dt.word_tag_tab = {}
+    if imported and (reload or not posseg.dt.word_tag_tab):  # imported over an empty stream
         posseg.dt.load_word_tag(tokenizer.get_dict_file())
     return _MemoryTables(freq, posseg.dt.word_tag_tab)
 
