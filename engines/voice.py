@@ -322,6 +322,16 @@ class Voice:
             frontend = TextFrontend("v1" if config.sovits_version == "v1" else "v2", lexicon)
             zero_bert = config.text_features == "zeros"
             bert = None if zero_bert else _load_bert(helpers.bert)
+            if bert is None and not zero_bert:
+                # Curated phrases carry their features and English needs none, so the
+                # voice loads; say now, not at the first Mandarin sentence, what is missing.
+                log.warning(
+                    "voice %s: no BERT model (%s folder): Mandarin text it has no stored "
+                    "features for will be refused; give the folder (--bert DIR or "
+                    "--pretrained DIR) to speak it",
+                    config.id,
+                    HelperModels.BERT_FOLDER,
+                )
             # The voice's own language only: its first sentence needs nothing else
             # (`warm()` loads the rest before a daemon serves visitors).
             _warm_quietly(frontend, config.defaults.language)

@@ -279,3 +279,23 @@ def test_a_load_error_is_reported_at_once_and_the_runtime_freed_later(
         Voice.load(broken, backend="torch-eager")
     assert time.perf_counter() - start < 1.0
     assert closed.wait(10)
+
+
+def test_a_voice_without_its_bert_says_so_at_load(
+    folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It still loads (curated phrases carry their features, English needs none), but the
+    technician reads what is missing at load, not at the first Mandarin sentence."""
+    from devtools.boot_bench import boot_voice_folder
+    from engines.features.errors import FeatureModelError
+
+    reads_bert = boot_voice_folder(folder)  # the same voice, its text through BERT
+    with caplog.at_level("WARNING"), Voice.load(reads_bert, backend="torch-eager") as voice:
+        assert "no BERT model (chinese-roberta-wwm-ext-large folder)" in caplog.text
+        assert "--bert DIR" in caplog.text
+        with pytest.raises(FeatureModelError, match="--bert DIR"):
+            voice.synthesize("你好。")
+        assert voice.synthesize("Hello.", language="en").samples.size > 0
+    caplog.clear()
+    with caplog.at_level("WARNING"), Voice.load(folder, backend="torch-eager"):
+        assert "no BERT model" not in caplog.text  # its text features are zeros
