@@ -40,11 +40,11 @@ archival = "interview"
 """
 
 
-def cached(state: Path, kind: str, item: str, rate: int = 48000) -> np.ndarray:
+def cached(state: Path, kind: str, item: str, rate: int = 48000, voice: str = VOICE) -> np.ndarray:
     """What the phrase cache holds for an item (read the way the daemon reads it)."""
     cache = PhraseCache(rate, 64 << 20)
-    cache.add_version(VOICE, 1, state / "voices" / VOICE / "1" / "phrases")
-    return cache.samples(VOICE, kind, item)
+    cache.add_version(voice, 1, state / "voices" / voice / "1" / "phrases")
+    return cache.samples(voice, kind, item)
 
 
 def assert_plays_exactly(daemon: Daemon, files_before: int, samples: np.ndarray) -> None:
@@ -177,6 +177,49 @@ def test_sighup_picks_up_a_new_voice_and_keeps_the_old_config_when_the_new_is_ba
     assert daemon.post("/api/play", {"voice": SECOND_VOICE, "phrase": "welcome"})[0] == 202
     daemon.captured(before + 1)
     daemon.config_path.write_text(good, encoding="utf-8")
+
+
+def test_holding_a_next_voice_button_moves_it_to_the_next_voice(daemon: Daemon) -> None:
+    """After the reload test the box has two voices; a hold switches the button between
+    them (wrapping round), and a press then plays the other voice's phrase of the same id."""
+    voices = {v["id"] for v in daemon.get("/api/voices")["voices"]}
+    assert voices == {VOICE, SECOND_VOICE}, "runs after the reload test installed a second voice"
+    assert daemon.notify is not None
+    good = daemon.config_path.read_text(encoding="utf-8")
+    holding = BUTTONS.replace(
+        'phrase = "welcome"\n', 'phrase = "welcome"\nhold = "next_voice"\nhold_seconds = 0.3\n', 1
+    )
+    try:
+        since = time.monotonic()
+        daemon.write_config(buttons=holding)
+        daemon.signal(signal.SIGHUP)
+        daemon.notify.wait_for("RELOADING=1", 20, since)
+        daemon.notify.wait_for("READY=1", 20, since)
+        for playing, switched_to in ((VOICE, SECOND_VOICE), (SECOND_VOICE, VOICE)):  # and back
+            before = len(daemon.captured(0))
+            daemon.press_gpio(17, hold=0.8)  # the press plays, the hold switches
+            assert_plays_exactly(
+                daemon, before, cached(daemon.state, "synthetic", "welcome", voice=playing)
+            )
+            daemon.wait_until(
+                lambda v=switched_to: f"welcome now plays voice {v}" in daemon.log(),
+                10,
+                "the switch",
+            )
+            daemon.press_gpio(17)
+            assert_plays_exactly(
+                daemon, before + 1, cached(daemon.state, "synthetic", "welcome", voice=switched_to)
+            )
+            # the two sample voices share their weights, so the file names tell them apart
+            names = [f.name for f in daemon.captured(before + 2)[before:]]
+            assert names[0].endswith(f"-{playing}-welcome.wav"), names
+            assert names[1].endswith(f"-{switched_to}-welcome.wav"), names
+    finally:
+        since = time.monotonic()
+        daemon.write_config(buttons=BUTTONS)
+        daemon.signal(signal.SIGHUP)
+        daemon.notify.wait_for("READY=1", 20, since)
+        assert daemon.config_path.read_text(encoding="utf-8") == good
 
 
 def test_hung_synthesis_stops_the_watchdog_pings(daemon: Daemon) -> None:
