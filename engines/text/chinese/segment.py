@@ -66,8 +66,8 @@ class _FileTables:
     jieba only ever asks its prefix dictionary and tag table about pieces of
     the text it cuts, so the words of the file that occur in the text, as
     small dicts, give exactly the cut that the whole tables give.  Loading the
-    whole tables took 0.4 s of every boot and about 100 MB for life; one
-    lookup is a few milliseconds.
+    whole tables took 0.4 s of every boot and 106 MB for life (118 MB of RSS
+    against 12 MB with the file); a lookup takes about a millisecond.
     """
 
     def __init__(self, db: sqlite3.Connection, longest: int) -> None:
@@ -256,6 +256,7 @@ def _write_tables(path: Path, freq: dict[str, int], total: int, tags: dict[str, 
             db.close()
         with open(tmp, "rb") as written:
             os.fsync(written.fileno())
+        os.chmod(tmp, 0o644)  # jieba's public dictionary: any user of the box may read it
         os.replace(tmp, path)
         tmp = None
         for old in path.parent.glob("jieba-*.marshal"):  # the previous cache format
