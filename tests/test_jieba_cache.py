@@ -55,10 +55,12 @@ def _texts() -> list[str]:
     return golden + OWN_SENTENCES
 
 
-def _run(cache: Path, texts: list[str]) -> dict:
+def _run(cache: Path, texts: list[str], code: str = CODE) -> dict:
+    """`code` in a fresh interpreter with `cache` as its cache folder: its JSON, and its
+    stderr under "stderr"."""
     env = {**os.environ, "XDG_CACHE_HOME": str(cache)}
     out = subprocess.run(
-        [sys.executable, "-c", CODE],
+        [sys.executable, "-c", code],
         input=json.dumps(texts),
         env=env,
         capture_output=True,
@@ -66,7 +68,7 @@ def _run(cache: Path, texts: list[str]) -> dict:
         timeout=180,
     )
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "stderr": out.stderr}
 
 
 def test_table_file_cuts_as_jieba_does_and_is_rebuilt_when_damaged(tmp_path: Path) -> None:
@@ -125,18 +127,7 @@ print(json.dumps({"ours": ours, "theirs": theirs, "search": search,
 
 def test_a_table_file_failing_mid_run_falls_back_to_jieba_whole(tmp_path: Path) -> None:
     _run(tmp_path, OWN_SENTENCES[:1])  # writes the file
-    texts = OWN_SENTENCES[1:]
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
-    out = subprocess.run(
-        [sys.executable, "-c", FAILING_CODE],
-        input=json.dumps(texts),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert out.returncode == 0, out.stderr
-    run = json.loads(out.stdout.strip().splitlines()[-1])
+    run = _run(tmp_path, OWN_SENTENCES[1:], FAILING_CODE)
     assert run["kind"] == "_MemoryTables"
     assert run["ours"] == run["theirs"] and run["search"] == run["their_search"]
-    assert "jieba word table unreadable" in out.stderr
+    assert "jieba word table unreadable" in run["stderr"]
