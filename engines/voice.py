@@ -327,8 +327,8 @@ class Voice:
                 # voice loads; say now, not at the first Mandarin sentence, what is missing.
                 log.warning(
                     "voice %s: no BERT model (%s folder): Mandarin text it has no stored "
-                    "features for will be refused; give the folder (--bert DIR or "
-                    "--pretrained DIR) to speak it",
+                    "features for will be refused; to speak it, give the folder (--bert DIR "
+                    "or --pretrained DIR) or install the BERT base pack on the box",
                     config.id,
                     HelperModels.BERT_FOLDER,
                 )
