@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from engines.backends.base import VoiceRuntime
+from engines.cache_folder import cache_folder
 from engines.gpt.config import GPTConfig
 from engines.gpt.kv_cache import CACHE_BUCKETS, bucket_length
 from engines.onnx_graphs.contract import (
@@ -75,8 +76,7 @@ def default_cache_dir() -> Path:
     `~/.cache`)."""
     if os.environ.get("KIOSK_ONNX_CACHE"):
         return Path(os.environ["KIOSK_ONNX_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kiosk" / "onnx"
+    return cache_folder("onnx")
 
 
 def physical_cores() -> int:

@@ -23,6 +23,7 @@ from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
+from engines.cache_folder import cache_folder
 from engines.gc_tables import permanent
 
 #: Tag given to custom-lexicon words: a common noun, like most dictionary words.
@@ -46,8 +47,7 @@ def cache_dir() -> Path:
     jieba's own default is the temporary folder, which a service with a private
     /tmp loses at every restart (and then spends seconds rebuilding it).
     """
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kiosk" / "text"
+    return cache_folder("text")
 
 
 class _MemoryTables:
@@ -74,7 +74,7 @@ class _FileTables:
         self.db, self.longest = db, longest
 
     def for_text(self, text: str) -> tuple[dict[str, int], dict[str, str]]:
-        pieces = sorted(
+        pieces = list(
             {
                 text[i:j]
                 for i in range(len(text))
