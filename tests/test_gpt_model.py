@@ -30,8 +30,6 @@ ATOL = 1e-4
 GOLDEN_PARAMS = SamplingParams(top_k=1, top_p=1.0, temperature=1.0, repetition_penalty=1.35)
 GOLDEN_EARLY_STOP = 39
 
-#: Kept as a marker name so the golden tests stay easy to find; the data is in the repo.
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

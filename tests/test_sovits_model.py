@@ -34,8 +34,6 @@ PRO = {"v2Pro", "v2ProPlus"}
 SEED = 1
 ATOL = 1e-4
 
-#: Kept as a marker name so the golden tests stay easy to find; the data is in the repo.
-
 
 @dataclass
 class Case:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.cache_folder import cache_folder
+from engines.durable_files import write_atomically
 from engines.gc_tables import permanent
 
 #: Tag given to custom-lexicon words: a common noun, like most dictionary words.
@@ -231,13 +232,10 @@ def _rows(
 
 
 def _write_tables(path: Path, freq: dict[str, int], total: int, tags: dict[str, str]) -> None:
-    """Write the table file whole under a temporary name, then rename it into place, so a
-    power cut leaves either no file or a complete one."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".jieba-")
-        os.close(fd)
+    """Write the table file whole under a temporary name, then rename it into place
+    (`write_atomically`), so a power cut leaves either no file or a complete one."""
+
+    def write(tmp: Path) -> None:
         db = sqlite3.connect(tmp)
         try:
             db.execute("PRAGMA journal_mode=OFF")
@@ -254,18 +252,14 @@ def _write_tables(path: Path, freq: dict[str, int], total: int, tags: dict[str, 
             db.commit()
         finally:
             db.close()
-        with open(tmp, "rb") as written:
-            os.fsync(written.fileno())
         os.chmod(tmp, 0o644)  # jieba's public dictionary: any user of the box may read it
-        os.replace(tmp, path)
-        tmp = None
+
+    try:
+        write_atomically(path, write, f".jieba-{path.name}.{os.getpid()}")
         for old in path.parent.glob("jieba-*.marshal"):  # the previous cache format
             old.unlink(missing_ok=True)
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error) as exc:  # a read-only cache only costs time at the next start
         log.info("jieba word table not written to %s (%s)", path.parent, exc)
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)  # a read-only cache only costs time at the next start
 
 
 def warm_up() -> None:
